@@ -1,0 +1,166 @@
+"""The ``simcore`` command. Thin (STYLE.md #7): parse, call one library function, print or write.
+
+Every user error is a SimcoreError, printed as one line (``simcore: error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+
+import click
+from pydantic import BaseModel
+
+from simcore import __version__
+from simcore.errors import SimcoreError
+
+
+def _options_from(model: type[BaseModel], skip: tuple[str, ...] = ()):
+    """Click options for every field of a pydantic settings model (each setting described once)."""
+
+    def decorate(f):
+        for name, fld in reversed(list(model.model_fields.items())):
+            if name in skip:
+                continue
+            ann = fld.annotation
+            args = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union else ()
+            base = next((a for a in args if a is not type(None)), ann) if args else ann
+            opt = "--" + name.replace("_", "-")
+            default = fld.default
+            help_ = fld.description or ""
+            if default is not None and not isinstance(default, list):
+                help_ += f"  [default: {default}]"
+            if base is bool:
+                f = click.option(opt + "/--no-" + name.replace("_", "-"), name, default=default, help=help_)(f)
+            elif typing.get_origin(base) is list:
+                f = click.option(opt, name, default=None, help=help_ + " (comma-separated)",
+                                 callback=lambda c, p, v: [float(s) for s in v.split(",")] if v else None)(f)
+            else:
+                ctype = {int: int, float: float}.get(base, str)
+                f = click.option(opt, name, type=ctype, default=None, show_default=False, help=help_)(f)
+        return f
+
+    return decorate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="simcore")
+def cli():
+    """simcore: how fast does an LLM generate tokens on a phone when its MLP weights stream from
+    Flash through a small DRAM cache, under which sparsity method, cache policy and device?
+
+    \b
+    Typical use:
+      simcore trace                      # record SmolLM2-135M's MLP activations (needs the trace extra)
+      simcore replay --device a18 --dram 64MB --policy lfu --gamma 0.2
+      simcore synth --model mistral7b --tokens 512 --out traces/mistral7b-synth
+    """
+
+
+from simcore.engine.replay import ReplayConfig  # noqa: E402
+
+
+@cli.command()
+@_options_from(ReplayConfig)
+@click.option("--json", "as_json", is_flag=True, help="print the full result as JSON instead of the table")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="also write per-layer results to FILE.parquet "
+              "(or FILE.json); the resolved configuration is stored with them")
+@click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: when stderr is a terminal)")
+def replay(as_json, out, progress, **settings):
+    """Replay a trace under a masking method, cache policy and device; print hit rates, bytes per
+    token and tokens/s.
+
+    \b
+    Examples:
+      simcore replay --device a18 --dram 4GB --policy lfu --gamma 0.2
+      simcore replay --trace traces/mistral7b --device a18 --dram 4GB --method dip-ca --density 0.5 --json
+      simcore replay --model smollm2-135m --method glu --density 0.8 --policy belady --dram 64MB
+    """
+    from simcore.engine.replay import replay as run
+    from simcore.results import atomic_write_bytes
+
+    settings = {k: v for k, v in settings.items() if v is not None}
+    result = run(progress=sys.stderr.isatty() if progress is None else progress, **settings)
+    if out:
+        if out.endswith(".json"):
+            atomic_write_bytes(out, result.to_json().encode())
+        else:
+            result.to_parquet(out)
+    click.echo(result.to_json() if as_json else result.table())
+
+
+@cli.command()
+@click.option("--model", default="smollm2-135m", show_default=True,
+              help="model shape preset: smollm2-135m, mistral7b, llama3-8b, phi3-mini, phi3-medium")
+@click.option("--tokens", type=int, default=512, show_default=True, help="tokens to generate")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="trace directory [default: traces/<model>-synth]")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same trace)")
+@click.option("--seq-len", type=int, default=256, show_default=True, help="tokens per window (recorded as positions)")
+@click.option("--phi", type=float, default=0.7, show_default=True, help="token-to-token correlation of each channel (AR(1))")
+@click.option("--columns", default="x,h,gate,up", show_default=True, help="magnitude columns to write (x and h required)")
+@click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: when a terminal)")
+def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
+    """Write a synthetic trace with realistic structure (heavy tails, persistent channels,
+    token-to-token correlation) for a model shape preset."""
+    from simcore.trace.synth import synth_trace
+
+    out = out or f"traces/{model}-synth"
+    path = synth_trace(model, tokens, out, seed=seed, seq_len=seq_len, phi=phi,
+                       columns=tuple(c.strip() for c in columns.split(",")),
+                       progress=sys.stderr.isatty() if progress is None else progress)
+    click.echo(f"wrote synthetic {model} trace of {tokens} tokens to {path}")
+
+
+@cli.command()
+def devices():
+    """List the bundled device profiles."""
+    from simcore.device import available_devices, load_device
+
+    for name in available_devices():
+        d = load_device(name)
+        click.echo(f"{name:<22} DRAM {d.dram_bw_gbps:>5g} GB/s  Flash {d.flash_bw_gbps:>4g} GB/s  {d.description}")
+
+
+@cli.command()
+@click.argument("trace", type=click.Path())
+def info(trace):
+    """Describe a trace: model shapes, source, tokens, columns."""
+    from simcore.trace.format import TraceReader
+
+    r = TraceReader(trace)
+    click.echo(r.meta.model_dump_json(indent=2, exclude={"command"}))
+
+
+def _add_optional_commands() -> None:
+    try:
+        from simcore.trace.command import trace_command
+    except ImportError:
+        return
+    cli.add_command(trace_command)
+
+
+_add_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``simcore`` console script."""
+    try:
+        cli.main(args=argv, prog_name="simcore", standalone_mode=False)
+    except SimcoreError as e:
+        click.echo(f"simcore: error: {e}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("simcore: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("simcore: interrupted; nothing half-written was left behind", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

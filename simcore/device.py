@@ -1,0 +1,96 @@
+"""Device profiles: one YAML file per device in ``devices/`` (STYLE.md #5).
+
+A profile is loaded into :class:`Device` (pydantic, unknown keys forbidden, units in field
+names) and may then be overridden field by field from the command line. Errors name the file
+and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simcore.errors import ConfigError
+
+DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
+
+
+class Device(BaseModel):
+    """A phone's memory system as the throughput model sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="short name, usually the file name")
+    description: str = Field(default="", description="SoC, memory and storage parts")
+    dram_bw_gbps: float = Field(gt=0, description="DRAM read bandwidth the model achieves, GB/s")
+    flash_bw_gbps: float = Field(gt=0, description="effective Flash read bandwidth for weight streaming, GB/s")
+    dram_capacity_gb: float | None = Field(default=None, gt=0, description="physical DRAM of the device, GB")
+    dram_budget_gb: float | None = Field(default=None, gt=0,
+                                         description="default DRAM available to the model, GB (--dram overrides)")
+    flash_peak_gbps: float | None = Field(default=None, gt=0, description="Flash interface peak, GB/s (information)")
+    compute_tops: float | None = Field(default=None, gt=0,
+                                       description="sustained compute, 10^12 ops/s; enables the compute term")
+    sources: list[str] = Field(default_factory=list, description="where the figures come from")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Device:
+        if self.flash_peak_gbps is not None and self.flash_bw_gbps > self.flash_peak_gbps:
+            raise ValueError(f"flash_bw_gbps ({self.flash_bw_gbps}) exceeds flash_peak_gbps ({self.flash_peak_gbps})")
+        if self.flash_bw_gbps > self.dram_bw_gbps:
+            raise ValueError(f"flash_bw_gbps ({self.flash_bw_gbps}) exceeds dram_bw_gbps ({self.dram_bw_gbps}); "
+                             "Flash faster than DRAM is not a phone")
+        if self.dram_capacity_gb and self.dram_budget_gb and self.dram_budget_gb > self.dram_capacity_gb:
+            raise ValueError(f"dram_budget_gb ({self.dram_budget_gb}) exceeds dram_capacity_gb ({self.dram_capacity_gb})")
+        return self
+
+
+def available_devices() -> list[str]:
+    """Names of the bundled device profiles."""
+    return sorted(p.stem for p in DEVICES_DIR.glob("*.yaml"))
+
+
+def _describe(e: ValidationError) -> str:
+    err = e.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(Device.model_fields)
+        msg = f"unknown key (known keys: {known})"
+    return f"field {field!r}: {msg}"
+
+
+def load_device(name_or_path: str | Path) -> Device:
+    """Load a device profile by bundled name (``a18``) or by path to a YAML file."""
+    p = Path(name_or_path)
+    if not (p.suffix in (".yaml", ".yml") or p.exists()):
+        p = DEVICES_DIR / f"{name_or_path}.yaml"
+        if not p.exists():
+            raise ConfigError(f"unknown device {str(name_or_path)!r}: choose one of {', '.join(available_devices())} "
+                              "or give the path of a YAML profile")
+    if not p.is_file():
+        raise ConfigError(f"device file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"device file {p} is not valid YAML{line}: fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"device file {p} must be a mapping of fields to values")
+    data.setdefault("name", p.stem)
+    try:
+        return Device.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"device file {p}: {_describe(e)}") from None
+
+
+def override(device: Device, **fields) -> Device:
+    """A copy of ``device`` with the given fields replaced (None values are ignored), re-validated."""
+    data = device.model_dump()
+    data.update({k: v for k, v in fields.items() if v is not None})
+    try:
+        return Device.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"device {device.name} with overrides: {_describe(e)}") from None

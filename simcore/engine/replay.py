@@ -1,0 +1,321 @@
+"""Replay: run a trace's tokens through a masking method and per-layer DRAM caches, count hits and
+bytes, and turn them into tokens per second (DESIGN.md). Public entry point: :func:`replay`.
+
+The trace is streamed one layer at a time, ``batch_tokens`` rows at a time; each (layer, kind)
+keeps its cache state between batches. Belady needs the future, so it first computes a layer's
+masks (cache-independent by definition), then its next-use times, then replays them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simcore import __version__, methods, policies
+from simcore.device import Device, load_device, override
+from simcore.engine import kernels as K
+from simcore.errors import ConfigError, TraceError
+from simcore.memory import MemoryPlan, Quant, plan
+from simcore.trace.format import TraceReader
+from simcore.units import parse_bandwidth, parse_size
+
+MODES = {"all": K.MODE_ALL, "topk": K.MODE_TOPK, "threshold": K.MODE_THRESHOLD}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+class ReplayConfig(BaseModel):
+    """Every setting of a replay; the descriptions are what ``simcore replay --help`` shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace: str | None = Field(default=None, description="trace directory (default: traces/<model>)")
+    model: str | None = Field(default=None, description="model alias; short for --trace traces/NAME (default smollm2-135m)")
+    device: str = Field(default="a18", description="device profile: a name in devices/ or a YAML path")
+    dram: str | None = Field(default=None, description="DRAM available to the model, e.g. 4GB or 512MiB (default: the device's dram_budget_gb)")
+    flash_bw: str | None = Field(default=None, description="override the device's Flash read bandwidth, GB/s (1 or 1GB/s)")
+    dram_bw: str | None = Field(default=None, description="override the device's DRAM bandwidth, GB/s (60 or 60GB/s)")
+    method: str = Field(default="dip-ca", description="masking method: dense, glu, gate, up, cats, dip, dip-ca")
+    density: float = Field(default=0.5, description="target MLP density: fraction of MLP weight bytes used per token")
+    rho_in: float | None = Field(default=None, description="dip/dip-ca: input-channel density (rho_d follows from --density)")
+    rho_d: float | None = Field(default=None, description="dip/dip-ca: down-channel density (rho_in follows from --density)")
+    gamma: float = Field(default=0.2, description="dip-ca: score weight of units not in the cache, 0 < gamma <= 1 (1 = dip)")
+    fixed_top_n: int = Field(default=0, ge=0, description="dip-ca: this many top units per token are exempt from re-weighting")
+    gamma_warmup: int = Field(default=0, ge=0, description="dip-ca: gamma falls linearly from 1 over this many first tokens")
+    approx_m: float = Field(default=0.0, ge=0, description="dip-ca: approximate selection from the top m = approx_m * k units, cached first (0: off; > 1 to use)")
+    policy: str = Field(default="lfu", description="eviction policy: lfu, lru, belady, none")
+    bits: float = Field(default=4, description="weight bits")
+    group_size: int = Field(default=128, description="quantization group size (0: none)")
+    scale_bits: float = Field(default=16, description="bits of each group's scale")
+    kv_bits: float = Field(default=16, description="bits per KV-cache element")
+    context: int = Field(default=1024, ge=0, description="context length whose KV cache stays in DRAM and is read every token")
+    kind_split: list[float] | None = Field(default=None, description="weights splitting a layer's MLP cache between unit kinds (default: by weight bytes)")
+    warmup: int = Field(default=100, ge=0, description="tokens excluded from steady-state figures")
+    tokens: int | None = Field(default=None, gt=0, description="replay only the first N tokens")
+    cats_calib_tokens: int = Field(default=256, gt=0, description="cats: first tokens of each layer used to calibrate its threshold")
+    batch_tokens: int = Field(default=256, gt=0, description="trace rows read at a time (bounds memory)")
+    overlap_compute: bool = Field(default=False, description="with a device compute_tops: overlap compute with memory traffic")
+
+    def quant(self) -> Quant:
+        try:
+            return Quant(bits=self.bits, group_size=self.group_size, scale_bits=self.scale_bits, kv_bits=self.kv_bits)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+
+
+@dataclass
+class ReplayResult:
+    """What a replay measured. ``layers`` has one record per (layer, kind); ``totals`` and ``kinds``
+    aggregate them; ``config`` is the resolved configuration that produced the numbers."""
+
+    config: dict
+    memory: dict
+    totals: dict
+    kinds: dict
+    layers: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "memory": self.memory, "totals": self.totals, "kinds": self.kinds,
+                "layers": self.layers}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def table(self) -> str:
+        from simcore.report_text import replay_table
+
+        return replay_table(self)
+
+    def to_parquet(self, path: str | os.PathLike) -> None:
+        from simcore.results import write_replay_parquet
+
+        write_replay_parquet(self, path)
+
+
+def resolve_trace_path(trace: str | None, model: str | None) -> Path:
+    if trace is None:
+        return Path("traces") / (model or DEFAULT_MODEL)
+    return Path(trace)
+
+
+def _device(cfg: ReplayConfig) -> Device:
+    dev = load_device(cfg.device)
+    return override(
+        dev,
+        flash_bw_gbps=parse_bandwidth(cfg.flash_bw, "--flash-bw") if cfg.flash_bw is not None else None,
+        dram_bw_gbps=parse_bandwidth(cfg.dram_bw, "--dram-bw") if cfg.dram_bw is not None else None,
+    )
+
+
+def replay(config: ReplayConfig | None = None, progress: bool = False, **settings) -> ReplayResult:
+    """Replay a trace under one configuration.
+
+    Call with a :class:`ReplayConfig` or with its fields as keywords, e.g.
+    ``replay(trace="traces/smollm2-135m", device="a18", dram="64MB", method="dip-ca", gamma=0.2)``.
+    Raises SimcoreError subclasses for bad settings or traces.
+    """
+    if config is None:
+        try:
+            config = ReplayConfig(**settings)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+    cfg = config
+    device = _device(cfg)
+    reader = TraceReader(resolve_trace_path(cfg.trace, cfg.model))
+    shape = reader.model
+    if cfg.model is not None and cfg.trace is not None and cfg.model != shape.name:
+        raise TraceError(f"trace {reader.path} records model {shape.name!r}, not --model {cfg.model!r}; "
+                         "drop one of --trace/--model or trace that model")
+    policy = policies.load(cfg.policy)
+    selection = methods.resolve(cfg.method, shape, cfg.density, rho_in=cfg.rho_in, rho_d=cfg.rho_d)
+    aware = any(k.cache_aware for k in selection.kinds)
+    if aware and not 0 < cfg.gamma <= 1:
+        raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
+    cache_dependent = aware and (cfg.gamma < 1 or cfg.approx_m > 1)
+    if policy.NEEDS_FUTURE and cache_dependent:
+        raise ConfigError(f"--policy {cfg.policy} needs masks that do not depend on the cache, but {cfg.method} "
+                          f"with gamma {cfg.gamma} re-weights by cache state; use --policy lfu or lru, or --gamma 1")
+    dram_budget = (parse_size(cfg.dram, "--dram") if cfg.dram is not None
+                   else int((device.dram_budget_gb or 0) * 1e9))
+    if dram_budget <= 0:
+        raise ConfigError(f"device {device.name} has no dram_budget_gb; give --dram (e.g. --dram 4GB)")
+    quant = cfg.quant()
+    mem = plan(shape, selection, dram_budget, quant, cfg.context, tuple(cfg.kind_split) if cfg.kind_split else None,
+               cache=not getattr(policy, "NO_CACHE", False))
+    T = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
+    if T == 0:
+        raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
+    if T >= 2**31:
+        raise TraceError(f"trace {reader.path} has {T} tokens; replay handles fewer than 2^31")
+
+    n_kinds = len(selection.kinds)
+    used_tok = np.zeros((n_kinds, T), np.int64)  # selected units per token, summed over layers
+    hit_tok = np.zeros((n_kinds, T), np.int64)
+    records: list[dict] = []
+    mass_kept = mass_tot = 0.0
+    pw = np.asarray(policy.PRIORITY, np.float64)
+
+    layers = range(shape.n_layers)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=shape.n_layers * T, unit="tok-layer", unit_scale=True, desc="replay", file=sys.stderr,
+                   leave=False, dynamic_ncols=True)
+    for layer in layers:
+        res = _replay_layer(reader, layer, T, selection, mem, cfg, policy.NEEDS_FUTURE, pw, bar)
+        for ki, (kind, kp) in enumerate(zip(selection.kinds, mem.kinds)):
+            used, hits, kept, tot = res[ki]
+            used_tok[ki] += used
+            hit_tok[ki] += hits
+            if kind.mass:
+                mass_kept += float(kept.sum())
+                mass_tot += float(tot.sum())
+            records.append(_record(layer, kind.name, kp.capacity, used, hits, cfg.warmup))
+    if bar is not None:
+        bar.close()
+    return _summarise(cfg, device, shape, selection, mem, used_tok, hit_tok, records, mass_kept, mass_tot, T,
+                      reader, dram_budget)
+
+
+def _thresholds(reader: TraceReader, layer: int, column: str, fraction: float, calib_tokens: int) -> float:
+    """cats: the score above which ``fraction`` of a layer's units lie, over its first tokens."""
+    batch = next(reader.iter_layer(layer, (column,), batch_tokens=calib_tokens))[column]
+    if fraction >= 1:
+        return -1.0
+    if fraction <= 0:
+        return float(np.inf)
+    return float(np.quantile(batch.astype(np.float64).ravel(), 1.0 - fraction))
+
+
+def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, needs_future, pw, bar):
+    """Replay tokens [0, T) of one layer for every kind. Returns per kind (used, hits, kept, tot) arrays
+    of shape (T,)."""
+    kinds = selection.kinds
+    columns = sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set()))
+    states, outs, params = [], [], []
+    for kind, kp, frac in zip(kinds, mem.kinds, selection.fractions):
+        n = kind.n_units
+        states.append((np.zeros(n, np.bool_), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                       np.full(n, K.NEVER, np.int64), np.zeros(1, np.int64)))
+        outs.append((np.zeros(T, np.int32), np.zeros(T, np.int32), np.zeros(T), np.zeros(T)))
+        k = int(round(frac * n))
+        thr = _thresholds(reader, layer, kind.score, frac, cfg.cats_calib_tokens) if kind.mode == "threshold" else 0.0
+        approx = int(round(cfg.approx_m * k)) if cfg.approx_m > 1 else 0
+        gamma = cfg.gamma if kind.cache_aware else 1.0
+        params.append((MODES[kind.mode], k, thr, kind.cache_aware and not needs_future, gamma, min(approx, n)))
+    csr: list[list] = [[] for _ in kinds]
+    t0 = 0
+    empty = np.empty((0, 0), np.float32)
+    for batch in reader.iter_layer(layer, tuple(columns), batch_tokens=cfg.batch_tokens):
+        nb = min(len(next(iter(batch.values()))) if batch else 0, T - t0)
+        if nb <= 0:
+            break
+        f32 = {c: batch[c][:nb].astype(np.float32) for c in columns}
+        for ki, kind in enumerate(kinds):
+            mode, k, thr, aware, gamma, approx = params[ki]
+            scores = f32[kind.score] if kind.score else np.empty((nb, 0), np.float32)
+            hmag = f32["h"] if kind.mass else empty
+            used, hits, kept, tot = (o[t0:t0 + nb] for o in outs[ki])
+            if needs_future:
+                idx = np.empty(nb * kind.n_units if mode != K.MODE_TOPK else nb * k, np.int32)
+                n_idx = K.mask_batch(scores, hmag, kind.mass, mode, k, thr, kind.n_units, idx, used, kept, tot)
+                csr[ki].append(idx[:n_idx].copy())
+            else:
+                in_cache, count, last, nxt, state = states[ki]
+                K.replay_batch(scores, hmag, kind.mass, mode, k, thr, aware, gamma, cfg.gamma_warmup if aware else 0,
+                               cfg.fixed_top_n if aware else 0, approx if aware else 0, mem.kinds[ki].capacity, t0,
+                               in_cache, count, last, nxt, state, pw, used, hits, kept, tot)
+        t0 += nb
+        if bar is not None:
+            bar.update(nb)
+        if t0 >= T:
+            break
+    if needs_future:
+        for ki, kind in enumerate(kinds):
+            used, hits = outs[ki][0], outs[ki][1]
+            idx = np.concatenate(csr[ki]) if csr[ki] else np.empty(0, np.int32)
+            ptr = np.zeros(T + 1, np.int64)
+            np.cumsum(used, out=ptr[1:])
+            nxt_acc = K.next_use_times(idx, ptr, kind.n_units)
+            in_cache, count, last, nxt, state = states[ki]
+            K.replay_masks(idx, ptr, nxt_acc, mem.kinds[ki].capacity, in_cache, count, last, nxt, state, pw, hits)
+    return outs
+
+
+def _rate(hits: float, acc: float) -> float | None:
+    return hits / acc if acc else None
+
+
+def _record(layer: int, kind: str, cap: int, used: np.ndarray, hits: np.ndarray, warmup: int) -> dict:
+    acc, h = int(used.sum()), int(hits.sum())
+    acc_s, h_s = int(used[warmup:].sum()), int(hits[warmup:].sum())
+    return {"layer": layer, "kind": kind, "capacity": cap, "accesses": acc, "hits": h, "misses": acc - h,
+            "hit_rate": _rate(h, acc), "accesses_steady": acc_s, "hits_steady": h_s,
+            "hit_rate_steady": _rate(h_s, acc_s)}
+
+
+def _summarise(cfg, device, shape, selection, mem: MemoryPlan, used_tok, hit_tok, records, mass_kept, mass_tot, T,
+               reader, dram_budget) -> ReplayResult:
+    unit_bytes = np.array([k.unit_bytes for k in mem.kinds])
+    weights = np.array([k.weights_per_unit for k in selection.kinds], np.float64)
+    miss_tok = used_tok - hit_tok
+    mlp_dram = (used_tok * unit_bytes[:, None]).sum(0)  # bytes per token, all layers
+    flash = (miss_tok * unit_bytes[:, None]).sum(0)
+    dram = mem.static_read_per_token + mlp_dram
+    mlp_weights_tok = (used_tok * weights[:, None]).sum(0)
+    density_tok = mlp_weights_tok / (shape.n_layers * shape.mlp_params_per_layer)
+    sp = shape.static_params
+    static_weights = sp.attention + sp.other + (sp.embedding if shape.tied else sp.lm_head)
+    dram_bw, flash_bw = device.dram_bw_gbps * 1e9, device.flash_bw_gbps * 1e9
+    w = min(cfg.warmup, T - 1) if T > cfg.warmup else None
+    steady = slice(cfg.warmup, T) if w is not None else slice(0, T)
+
+    def timing(sl: slice) -> dict:
+        b_dram, b_flash = float(dram[sl].mean()), float(flash[sl].mean())
+        t_dram, t_flash = b_dram / dram_bw, b_flash / flash_bw
+        t_io = t_dram + t_flash
+        t_compute = 0.0
+        if device.compute_tops:  # two operations (multiply, add) per weight used
+            t_compute = 2 * (static_weights + float(mlp_weights_tok[sl].mean())) / (device.compute_tops * 1e12)
+        t = max(t_io, t_compute) if cfg.overlap_compute else t_io + t_compute
+        return {"dram_bytes_per_token": b_dram, "flash_bytes_per_token": b_flash, "t_dram_ms": t_dram * 1e3,
+                "t_flash_ms": t_flash * 1e3, "t_compute_ms": t_compute * 1e3, "t_token_ms": t * 1e3,
+                "tokens_per_s": 1.0 / t}
+
+    acc, hits = int(used_tok.sum()), int(hit_tok.sum())
+    acc_s, hits_s = int(used_tok[:, steady].sum()), int(hit_tok[:, steady].sum())
+    all_t, st_t = timing(slice(0, T)), timing(steady)
+    totals = {
+        "tokens": T, "steady_tokens": T - steady.start, "accesses": acc, "hits": hits, "misses": acc - hits,
+        "hit_rate": _rate(hits, acc), "hit_rate_steady": _rate(hits_s, acc_s),
+        **all_t, **{f"{k}_steady": v for k, v in st_t.items()},
+        "mlp_density": float(density_tok.mean()),
+        "mass_kept": mass_kept / mass_tot if mass_tot else 1.0,
+    }
+    kinds = {}
+    for ki, (kind, kp) in enumerate(zip(selection.kinds, mem.kinds)):
+        a, h = int(used_tok[ki].sum()), int(hit_tok[ki].sum())
+        a_s, h_s = int(used_tok[ki, steady].sum()), int(hit_tok[ki, steady].sum())
+        kinds[kind.name] = {
+            "units_per_layer": kind.n_units, "capacity_per_layer": kp.capacity, "unit_bytes": kp.unit_bytes,
+            "selected_fraction": float(used_tok[ki].mean() / (kind.n_units * shape.n_layers)),
+            "accesses": a, "hits": h, "misses": a - h, "hit_rate": _rate(h, a), "hit_rate_steady": _rate(h_s, a_s),
+            "flash_bytes_per_token": float(miss_tok[ki].mean() * kp.unit_bytes),
+            "dram_bytes_per_token": float(used_tok[ki].mean() * kp.unit_bytes),
+        }
+    resolved = cfg.model_dump()
+    resolved.update({
+        "trace": str(reader.path), "model": shape.name, "device": device.model_dump(), "dram_bytes": dram_budget,
+        "bytes_per_weight": cfg.quant().bytes_per_weight, "selection": selection.detail, "trace_tokens": reader.n_tokens,
+        "trace_source": reader.meta.source, "simcore_version": __version__,
+    })
+    memory = mem.as_dict()
+    return ReplayResult(resolved, memory, totals, kinds, records)

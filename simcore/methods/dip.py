@@ -1,0 +1,47 @@
+"""dip (Federici et al., Dynamic Input Pruning, arXiv:2412.01380): top-k_in of |x| over the d input
+channels selects W_u and W_g columns (cached together as one "input" unit); top-k_d of |h~| over
+d_int selects W_d columns ("down" units). From a dense trace, replay ranks by |h| (DESIGN.md,
+"Trace"). rho = (2 rho_in + rho_d) / 3.
+
+Default split (until a per-model calibration exists): rho_d = sqrt(rho), rho_in = (3 rho - rho_d)/2,
+i.e. more density on the down matrix; below rho = 1/9 the split is uniform. --rho-in or --rho-d
+sets one side and the other follows from rho.
+"""
+
+from __future__ import annotations
+
+import math
+
+from simcore.errors import ConfigError
+from simcore.methods.base import KindSpec, Selection, check_density
+
+
+def split(density: float, rho_in: float | None = None, rho_d: float | None = None) -> tuple[float, float]:
+    """(rho_in, rho_d) for a target MLP density; one of them may be given."""
+    check_density(density)
+    if rho_in is not None and rho_d is not None:
+        got = (2 * rho_in + rho_d) / 3
+        if abs(got - density) > 1e-6:
+            raise ConfigError(f"--rho-in {rho_in} and --rho-d {rho_d} give density {got:.4f}, not --density {density}; "
+                              "give only one of them")
+    elif rho_in is not None:
+        rho_d = 3 * density - 2 * rho_in
+    elif rho_d is not None:
+        rho_in = (3 * density - rho_d) / 2
+    else:
+        rho_d = math.sqrt(density)
+        rho_in = (3 * density - rho_d) / 2
+        if rho_in <= 0 or density <= 1 / 9:
+            rho_in = rho_d = density
+    for name, v in (("rho_in", rho_in), ("rho_d", rho_d)):
+        if not 0 <= v <= 1:
+            raise ConfigError(f"density {density} needs {name} = {v:.4f}, outside [0, 1]; choose another split")
+    return rho_in, rho_d
+
+
+def resolve(shape, density: float, rho_in: float | None = None, rho_d: float | None = None,
+            cache_aware: bool = False, **_) -> Selection:
+    r_in, r_d = split(density, rho_in, rho_d)
+    kinds = (KindSpec("input", shape.d, 2 * shape.d_int, "topk", score="x", cache_aware=cache_aware),
+             KindSpec("down", shape.d_int, shape.d, "topk", score="h", cache_aware=cache_aware, mass=True))
+    return Selection(kinds, (r_in, r_d), {"rho_in": r_in, "rho_d": r_d})

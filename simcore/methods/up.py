@@ -1,0 +1,11 @@
+"""up: top-k of |W_u x| selects neurons; W_u is loaded whole, the selected neurons' W_g rows and
+W_d columns are loaded."""
+
+from simcore.methods.base import KindSpec, Selection, check_density, neuron_fraction
+
+
+def resolve(shape, density: float, **_) -> Selection:
+    f = neuron_fraction("up", check_density(density), dense_matrices=1)
+    kinds = (KindSpec("up", shape.d_int, shape.d, "all"),
+             KindSpec("gate_down", shape.d_int, 2 * shape.d, "topk", score="up", mass=True))
+    return Selection(kinds, (1.0, f), {"neuron_fraction": f})

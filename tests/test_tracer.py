@@ -1,0 +1,246 @@
+"""The PyTorch tracer: recorded magnitudes equal a recomputation from the weights, metadata
+matches the model, SmolLM2 traces end to end, and bad input is a SimcoreError that says how to
+fix it."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from simcore.errors import ConfigError, SimcoreError  # noqa: E402
+from simcore.models import PRESETS  # noqa: E402
+from simcore.trace.format import TraceReader  # noqa: E402
+from simcore.trace.registry import smollm2_gguf_path  # noqa: E402
+from simcore.trace.text import embedded_text, split_windows, token_windows, tokenize  # noqa: E402
+from simcore.trace.tracer import trace_model  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+D, D_INT, N_LAYERS, VOCAB, HEADS, KV_HEADS = 64, 160, 2, 300, 4, 2
+
+FAMILIES = {
+    "llama": ("LlamaConfig", {}),
+    "mistral": ("MistralConfig", {}),
+    "phi3": ("Phi3Config", {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}),
+    "qwen2": ("Qwen2Config", {}),
+    "gemma": ("GemmaConfig", {"head_dim": D // HEADS, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}),
+}
+
+
+def tiny_model(family: str):
+    """A randomly initialised 2-layer model of ``family`` (seed 0)."""
+    cls_name, kw = FAMILIES[family]
+    cfg = getattr(transformers, cls_name)(
+        vocab_size=VOCAB, hidden_size=D, intermediate_size=D_INT, num_hidden_layers=N_LAYERS,
+        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=128,
+        initializer_range=0.2, **kw,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    # norms start at 1 (Gemma: 0, meaning 1): make them non-trivial so a missing norm would show
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def _rmsnorm(r, norm, gemma: bool):
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    y = r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps)
+    return y * (1.0 + norm.weight) if gemma else y * norm.weight
+
+
+def _act(z, gelu: bool):
+    if gelu:  # GELU, tanh approximation (Gemma)
+        return 0.5 * z * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
+    return z * torch.sigmoid(z)
+
+
+def reference(model, family: str, windows):
+    """Per layer, |x|, |h|, |gate|, |up| recomputed from the weights: x is the post-attention
+    RMSNorm (written out here) of the residual stream entering it, then gate = act(W_g x),
+    up = W_u x, h = gate * up with W_g, W_u read from the layer's weights."""
+    layers = model.model.layers
+    resid = {}
+    hooks = [
+        la.post_attention_layernorm.register_forward_pre_hook(lambda m, a, i=i: resid.__setitem__(i, a[0][0]))
+        for i, la in enumerate(layers)
+    ]
+    out = [{c: [] for c in ("x", "h", "gate", "up")} for _ in layers]
+    try:
+        with torch.no_grad():
+            for w in windows:
+                model(input_ids=torch.as_tensor(w)[None], use_cache=False)
+                for i, la in enumerate(layers):
+                    x = _rmsnorm(resid[i].double(), la.post_attention_layernorm, family == "gemma").float()
+                    if family == "phi3":
+                        wg, wu = la.mlp.gate_up_proj.weight[:D_INT], la.mlp.gate_up_proj.weight[D_INT:]
+                    else:
+                        wg, wu = la.mlp.gate_proj.weight, la.mlp.up_proj.weight
+                    gate = _act(x @ wg.T, family == "gemma")
+                    up = x @ wu.T
+                    for c, v in (("x", x), ("h", gate * up), ("gate", gate), ("up", up)):
+                        out[i][c].append(v.abs().numpy())
+    finally:
+        for h in hooks:
+            h.remove()
+    return [{c: np.concatenate(v) for c, v in layer.items()} for layer in out]
+
+
+def dense_perplexity(model, windows) -> float:
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for w in windows:
+            ids = torch.as_tensor(w)[None]
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+            nll += float(loss) * (len(w) - 1)
+            n += len(w) - 1
+    return math.exp(nll / n)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_recorded_magnitudes_equal_recomputation_from_weights(family, tmp_path):
+    model = tiny_model(family)
+    ids = np.random.default_rng(1).integers(3, VOCAB, size=40)
+    path = trace_model(model=model, token_ids=ids, tokens=40, seq_len=24, out=tmp_path / family, progress=False)
+    windows = split_windows(ids, 24)  # 24 + 16 tokens: a partial last window
+    ref = reference(model, family, windows)
+    r = TraceReader(path)
+    assert r.n_tokens == 40
+    for layer in range(N_LAYERS):
+        got = r.read_layer(layer, ("token_id", "position", "x", "h", "gate", "up"))
+        np.testing.assert_array_equal(got["token_id"], ids)
+        np.testing.assert_array_equal(got["position"], np.r_[np.arange(24), np.arange(16)])
+        for c, width in (("x", D), ("h", D_INT), ("gate", D_INT), ("up", D_INT)):
+            assert got[c].dtype == np.float16 and got[c].shape == (40, width)
+            np.testing.assert_allclose(got[c].astype(np.float32), ref[layer][c], rtol=2e-3, atol=1e-5,
+                                       err_msg=f"{family} layer {layer} column {c}")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_metadata_describes_the_model(family, tmp_path):
+    model = tiny_model(family)
+    ids = np.arange(3, 35)
+    meta = TraceReader(trace_model(model=model, token_ids=ids, tokens=32, seq_len=16, out=tmp_path / "t",
+                                   progress=False)).meta
+    m = meta.model
+    assert (m.family, m.n_layers, m.d, m.d_int) == (family, N_LAYERS, D, D_INT)
+    assert (m.n_heads, m.n_kv_heads, m.head_dim, m.vocab) == (HEADS, KV_HEADS, D // HEADS, VOCAB)
+    assert m.activation == ("gelu" if family == "gemma" else "silu")
+    assert m.tied == (family == "gemma")
+    sp = m.static_params
+    total = sum(p.numel() for p in model.parameters())  # counts a tied matrix once
+    assert sp.attention + sp.embedding + sp.lm_head + sp.norms + sp.other + N_LAYERS * m.mlp_params_per_layer == total
+    assert sp.embedding == VOCAB * D and sp.lm_head == (0 if m.tied else VOCAB * D)
+    assert sp.norms == (2 * N_LAYERS + 1) * D and sp.other == 0
+    assert sp.attention == sum(p.numel() for n, p in model.named_parameters() if ".self_attn." in n)
+    assert meta.seq_len == 16 and meta.n_tokens == 32 and meta.source == "token ids"
+    assert meta.extra["perplexity"] == pytest.approx(dense_perplexity(model, split_windows(ids, 16)), rel=1e-4)
+    assert meta.extra["model_dtype"] == "float32" and meta.extra["torch_version"] == torch.__version__
+
+
+def test_interrupt_leaves_no_trace(tmp_path):
+    model = tiny_model("llama")
+    calls = []
+
+    def interrupt(*_):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    handle = model.model.layers[1].mlp.register_forward_hook(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trace_model(model=model, token_ids=np.arange(3, 35), tokens=32, seq_len=16, out=tmp_path / "t",
+                        progress=False)
+    finally:
+        handle.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_smollm2_traces_end_to_end_with_plausible_perplexity(tmp_path):
+    pytest.importorskip("gguf")
+    try:
+        smollm2_gguf_path()
+    except ConfigError as e:
+        pytest.skip(str(e))
+    path = trace_model(tokens=300, seq_len=128, out=tmp_path / "smol", progress=False)
+    r = TraceReader(path)
+    shape, preset = r.model, PRESETS["smollm2-135m"]
+    assert (shape.n_layers, shape.d, shape.d_int, shape.n_heads, shape.n_kv_heads, shape.vocab, shape.tied) == (
+        preset.n_layers, preset.d, preset.d_int, preset.n_heads, preset.n_kv_heads, preset.vocab, preset.tied)
+    assert r.n_tokens == 300 and r.meta.source == "pydoc_data.topics"
+    ppl = r.meta.extra["perplexity"]
+    print(f"SmolLM2-135M-Instruct Q4_1 dense perplexity on 300 tokens of pydoc_data.topics: {ppl:.2f}")
+    assert math.isfinite(ppl) and 3 < ppl < 100
+    layer = r.read_layer(5, ("x", "h", "gate", "up"))
+    for v in layer.values():
+        assert np.isfinite(v.astype(np.float32)).all() and (v > 0).mean() > 0.9
+
+
+def test_text_windows_split_and_offset():
+    class Chars:  # a tokenizer with one token per character
+        def __call__(self, text):
+            return {"input_ids": [ord(c) for c in text]}
+
+    text = embedded_text()
+    assert text.startswith('The "assert" statement')
+    w = token_windows(Chars(), text, 10, 4)
+    assert [len(x) for x in w] == [4, 4, 2]
+    assert "".join(chr(i) for i in np.concatenate(w)) == text[:10]
+    later = tokenize(Chars(), text, 10, offset=10)
+    assert "".join(chr(i) for i in later) == text[10:20]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"model": "no-such-model"}, ["unknown model", "smollm2-135m"]),
+        ({"text": "/nonexistent/story.txt"}, ["/nonexistent/story.txt", "no such file"]),
+        ({"tokens": 0}, ["--tokens", "positive"]),
+        ({"tokens": -5}, ["--tokens", "positive"]),
+        ({"seq_len": 0}, ["--seq-len"]),
+        ({"dataset": "imagenet"}, ["unknown data set", "wikitext2"]),
+        ({"text": "a.txt", "dataset": "wikitext2"}, ["not both"]),
+        ({"dtype": "int3"}, ["--dtype"]),
+    ],
+)
+def test_bad_input_is_a_simcore_error_that_says_how_to_fix_it(kwargs, words, tmp_path):
+    with pytest.raises(SimcoreError) as e:
+        trace_model(out=tmp_path / "t", progress=False, **kwargs)
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_model_without_glu_mlp_is_rejected(tmp_path):
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=64)
+    gpt2 = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    with pytest.raises(ConfigError, match="no GLU MLP"):
+        trace_model(model=gpt2, token_ids=np.arange(20), tokens=20, out=tmp_path / "t", progress=False)
+    gpt2.save_pretrained(tmp_path / "gpt2")  # from a directory: rejected before the weights load
+    with pytest.raises(ConfigError, match="no GLU MLP"):
+        trace_model(model=str(tmp_path / "gpt2"), out=tmp_path / "t", progress=False)
+
+
+def test_model_not_in_local_cache_says_where_it_looked():
+    from huggingface_hub import try_to_load_from_cache
+
+    if try_to_load_from_cache("mistralai/Mistral-7B-v0.1", "config.json") is not None:
+        pytest.skip("Mistral-7B is in the local cache")
+    with pytest.raises(ConfigError) as e:
+        trace_model(model="mistral7b", progress=False)
+    msg = str(e.value)
+    assert all(w in msg for w in ("local Hugging Face cache", "--model-path", "--allow-download")), msg
+
+
+def test_command_module_does_not_import_torch():
+    code = "import sys, simcore.trace.command; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
