@@ -221,7 +221,8 @@ def test_bad_input_is_a_simcore_error_that_says_how_to_fix_it(kwargs, words, tmp
 
 
 def test_model_without_glu_mlp_is_rejected(tmp_path):
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=64)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=64,
+                                  bos_token_id=0, eos_token_id=0)
     gpt2 = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     with pytest.raises(ConfigError, match="no GLU MLP"):
         trace_model(model=gpt2, token_ids=np.arange(20), tokens=20, out=tmp_path / "t", progress=False)

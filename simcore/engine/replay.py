@@ -160,7 +160,6 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
     hit_tok = np.zeros((n_kinds, T), np.int64)
     records: list[dict] = []
     mass_kept = mass_tot = 0.0
-    pw = np.asarray(policy.PRIORITY, np.float64)
 
     layers = range(shape.n_layers)
     bar = None
@@ -170,7 +169,7 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
         bar = tqdm(total=shape.n_layers * T, unit="tok-layer", unit_scale=True, desc="replay", file=sys.stderr,
                    leave=False, dynamic_ncols=True)
     for layer in layers:
-        res = _replay_layer(reader, layer, T, selection, mem, cfg, policy.NEEDS_FUTURE, pw, bar)
+        res = _replay_layer(reader, layer, T, selection, mem, cfg, policy, bar)
         for ki, (kind, kp) in enumerate(zip(selection.kinds, mem.kinds)):
             used, hits, kept, tot = res[ki]
             used_tok[ki] += used
@@ -195,59 +194,114 @@ def _thresholds(reader: TraceReader, layer: int, column: str, fraction: float, c
     return float(np.quantile(batch.astype(np.float64).ravel(), 1.0 - fraction))
 
 
-def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, needs_future, pw, bar):
+class KindSim:
+    """Replay of one unit kind of one layer: its mask parameters, its cache, its per-token outputs.
+
+    Feed token batches in order with :meth:`feed`; :meth:`finish` returns per-token arrays of shape (T,):
+    ``used`` (units selected), ``hits``, ``kept`` and ``tot`` (|h|^2 of selected and all units).
+    Policies that need the future collect the masks and replay them in :meth:`finish`.
+    """
+
+    def __init__(self, n_units: int, T: int, mode: int, k: int = 0, thr: float = 0.0, cap: int = 0,
+                 policy="lru", aware: bool = False, gamma: float = 1.0, gamma_warmup: int = 0,
+                 fixed_top_n: int = 0, approx_m: int = 0, mass: bool = False):
+        pol = policies.load(policy) if isinstance(policy, str) else policy
+        cap = 0 if getattr(pol, "NO_CACHE", False) else min(cap, n_units)
+        self.n, self.T, self.mode, self.k, self.thr, self.cap, self.mass = n_units, T, mode, k, thr, cap, mass
+        self.future = pol.NEEDS_FUTURE
+        if self.future and aware and (gamma < 1 or approx_m > k):
+            raise ConfigError("belady needs masks that do not depend on the cache; use gamma 1 or another policy")
+        self.aware = aware and not self.future
+        self.gamma, self.gamma_warmup, self.fixed_top_n, self.approx_m = gamma, gamma_warmup, fixed_top_n, approx_m
+        self.pw = np.asarray(pol.PRIORITY, np.float64)
+        self.in_cache = np.zeros(n_units, np.bool_)
+        self.count = np.zeros(n_units, np.int64)
+        self.last = np.zeros(n_units, np.int64)
+        self.next_use = np.full(n_units, K.NEVER, np.int64)
+        self.state = np.zeros(1, np.int64)
+        self.used, self.hits = np.zeros(T, np.int32), np.zeros(T, np.int32)
+        self.kept, self.tot = np.zeros(T), np.zeros(T)
+        self._masks: list[np.ndarray] = []
+
+    def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int) -> None:
+        """Tokens [t0, t0 + len(scores)): ``scores`` float32 (T_b, U) (ignored for MODE_ALL: any (T_b, *)),
+        ``hmag`` float32 (T_b, U) when the kind tracks kept mass."""
+        nb = scores.shape[0]
+        hm = hmag if self.mass else np.empty((0, 0), np.float32)
+        sl = slice(t0, t0 + nb)
+        if self.future:
+            idx = np.empty(nb * (self.k if self.mode == K.MODE_TOPK else self.n), np.int32)
+            n_idx = K.mask_batch(scores, hm, self.mass, self.mode, self.k, self.thr, self.n, idx,
+                                 self.used[sl], self.kept[sl], self.tot[sl])
+            self._masks.append(idx[:n_idx].copy())
+        else:
+            K.replay_batch(scores, hm, self.mass, self.mode, self.k, self.thr, self.aware, self.gamma,
+                           self.gamma_warmup if self.aware else 0, self.fixed_top_n if self.aware else 0,
+                           self.approx_m if self.aware else 0, self.cap, t0, self.in_cache, self.count, self.last,
+                           self.next_use, self.state, self.pw, self.used[sl], self.hits[sl], self.kept[sl], self.tot[sl])
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self.future:
+            idx = np.concatenate(self._masks) if self._masks else np.empty(0, np.int32)
+            self._masks = []
+            ptr = np.zeros(self.T + 1, np.int64)
+            np.cumsum(self.used, out=ptr[1:])
+            nxt = K.next_use_times(idx, ptr, self.n)
+            K.replay_masks(idx, ptr, nxt, self.cap, self.in_cache, self.count, self.last, self.next_use,
+                           self.state, self.pw, self.hits)
+        return self.used, self.hits, self.kept, self.tot
+
+
+def simulate(scores: np.ndarray, k: int, cap: int, policy: str = "lru", mode: str = "topk", thr: float = 0.0,
+             gamma: float = 1.0, gamma_warmup: int = 0, fixed_top_n: int = 0, approx_m: int = 0,
+             hmag: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Replay one kind of one layer held in memory (tests, benchmarks, notebooks).
+
+    Args:
+        scores: (T, U) magnitudes; k: units per token (mode "topk"); cap: cache capacity in units;
+        gamma < 1 or approx_m > k makes the mask cache-aware (dip-ca); hmag: (T, U) |h| for the kept mass.
+    Returns:
+        dict of per-token arrays (T,): used, hits, kept, tot.
+    """
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    T, U = scores.shape
+    aware = gamma < 1 or approx_m > k or fixed_top_n > 0
+    sim = KindSim(U, T, MODES[mode], k=k, thr=thr, cap=cap, policy=policy, aware=aware, gamma=gamma,
+                  gamma_warmup=gamma_warmup, fixed_top_n=fixed_top_n, approx_m=approx_m, mass=hmag is not None)
+    sim.feed(scores, None if hmag is None else np.ascontiguousarray(hmag, np.float32), 0)
+    used, hits, kept, tot = sim.finish()
+    return {"used": used, "hits": hits, "kept": kept, "tot": tot}
+
+
+def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar):
     """Replay tokens [0, T) of one layer for every kind. Returns per kind (used, hits, kept, tot) arrays
     of shape (T,)."""
     kinds = selection.kinds
     columns = sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set()))
-    states, outs, params = [], [], []
+    sims = []
     for kind, kp, frac in zip(kinds, mem.kinds, selection.fractions):
-        n = kind.n_units
-        states.append((np.zeros(n, np.bool_), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                       np.full(n, K.NEVER, np.int64), np.zeros(1, np.int64)))
-        outs.append((np.zeros(T, np.int32), np.zeros(T, np.int32), np.zeros(T), np.zeros(T)))
-        k = int(round(frac * n))
+        k = int(round(frac * kind.n_units))
         thr = _thresholds(reader, layer, kind.score, frac, cfg.cats_calib_tokens) if kind.mode == "threshold" else 0.0
-        approx = int(round(cfg.approx_m * k)) if cfg.approx_m > 1 else 0
-        gamma = cfg.gamma if kind.cache_aware else 1.0
-        params.append((MODES[kind.mode], k, thr, kind.cache_aware and not needs_future, gamma, min(approx, n)))
-    csr: list[list] = [[] for _ in kinds]
+        approx = min(int(round(cfg.approx_m * k)), kind.n_units) if cfg.approx_m > 1 else 0
+        sims.append(KindSim(kind.n_units, T, MODES[kind.mode], k=k, thr=thr, cap=kp.capacity, policy=policy,
+                            aware=kind.cache_aware, gamma=cfg.gamma if kind.cache_aware else 1.0,
+                            gamma_warmup=cfg.gamma_warmup, fixed_top_n=cfg.fixed_top_n, approx_m=approx,
+                            mass=kind.mass))
     t0 = 0
-    empty = np.empty((0, 0), np.float32)
     for batch in reader.iter_layer(layer, tuple(columns), batch_tokens=cfg.batch_tokens):
-        nb = min(len(next(iter(batch.values()))) if batch else 0, T - t0)
+        nb = min(len(next(iter(batch.values()))), T - t0)
         if nb <= 0:
             break
         f32 = {c: batch[c][:nb].astype(np.float32) for c in columns}
-        for ki, kind in enumerate(kinds):
-            mode, k, thr, aware, gamma, approx = params[ki]
+        for kind, sim in zip(kinds, sims):
             scores = f32[kind.score] if kind.score else np.empty((nb, 0), np.float32)
-            hmag = f32["h"] if kind.mass else empty
-            used, hits, kept, tot = (o[t0:t0 + nb] for o in outs[ki])
-            if needs_future:
-                idx = np.empty(nb * kind.n_units if mode != K.MODE_TOPK else nb * k, np.int32)
-                n_idx = K.mask_batch(scores, hmag, kind.mass, mode, k, thr, kind.n_units, idx, used, kept, tot)
-                csr[ki].append(idx[:n_idx].copy())
-            else:
-                in_cache, count, last, nxt, state = states[ki]
-                K.replay_batch(scores, hmag, kind.mass, mode, k, thr, aware, gamma, cfg.gamma_warmup if aware else 0,
-                               cfg.fixed_top_n if aware else 0, approx if aware else 0, mem.kinds[ki].capacity, t0,
-                               in_cache, count, last, nxt, state, pw, used, hits, kept, tot)
+            sim.feed(scores, f32.get("h"), t0)
         t0 += nb
         if bar is not None:
             bar.update(nb)
         if t0 >= T:
             break
-    if needs_future:
-        for ki, kind in enumerate(kinds):
-            used, hits = outs[ki][0], outs[ki][1]
-            idx = np.concatenate(csr[ki]) if csr[ki] else np.empty(0, np.int32)
-            ptr = np.zeros(T + 1, np.int64)
-            np.cumsum(used, out=ptr[1:])
-            nxt_acc = K.next_use_times(idx, ptr, kind.n_units)
-            in_cache, count, last, nxt, state = states[ki]
-            K.replay_masks(idx, ptr, nxt_acc, mem.kinds[ki].capacity, in_cache, count, last, nxt, state, pw, hits)
-    return outs
+    return [sim.finish() for sim in sims]
 
 
 def _rate(hits: float, acc: float) -> float | None:

@@ -184,17 +184,12 @@ def decoder_layers(model: Any) -> list[Any]:
     base = getattr(model, "model", None)
     layers = getattr(base, "layers", None)
     model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    why = "no GLU MLP: simcore traces SwiGLU/GeGLU models whose layers (model.layers[i].mlp) have gate/up projections"
     if layers is None or len(layers) == 0 or not hasattr(layers[0], "mlp"):
-        raise ConfigError(
-            f"model type {model_type!r} is not a supported decoder-only GLU model (no model.layers[i].mlp); "
-            f"simcore traces {SUPPORTED_FAMILIES} models"
-        )
+        raise ConfigError(f"model type {model_type!r} has {why} ({SUPPORTED_FAMILIES}); pick one of those")
     for layer in layers:
         if glu_parts(layer.mlp) is None:
-            raise ConfigError(
-                f"model type {model_type!r} has no GLU MLP (no gate_proj/up_proj or gate_up_proj): simcore "
-                f"traces SwiGLU/GeGLU models ({SUPPORTED_FAMILIES}); pick one of those"
-            )
+            raise ConfigError(f"model type {model_type!r} has {why} ({SUPPORTED_FAMILIES}); pick one of those")
     return list(layers)
 
 
