@@ -7,6 +7,7 @@ and the field.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import yaml
@@ -52,12 +53,14 @@ def available_devices() -> list[str]:
 
 
 def _describe(e: ValidationError) -> str:
-    err = e.errors()[0]
+    """The most telling error first: an unknown key (usually a typo) explains a missing one."""
+    errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
+    err = errors[0]
     field = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        known = ", ".join(Device.model_fields)
-        msg = f"unknown key (known keys: {known})"
+        close = difflib.get_close_matches(field, list(Device.model_fields), n=1)
+        msg = f"unknown key ({'did you mean ' + repr(close[0]) + '? ' if close else ''}known keys: {', '.join(Device.model_fields)})"
     return f"field {field!r}: {msg}"
 
 

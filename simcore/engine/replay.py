@@ -278,6 +278,7 @@ def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfi
     of shape (T,)."""
     kinds = selection.kinds
     columns = sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set()))
+    read = tuple(columns) or ("token_id",)  # dense reads no magnitudes, only the row count
     sims = []
     for kind, kp, frac in zip(kinds, mem.kinds, selection.fractions):
         k = int(round(frac * kind.n_units))
@@ -288,8 +289,8 @@ def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfi
                             gamma_warmup=cfg.gamma_warmup, fixed_top_n=cfg.fixed_top_n, approx_m=approx,
                             mass=kind.mass))
     t0 = 0
-    for batch in reader.iter_layer(layer, tuple(columns), batch_tokens=cfg.batch_tokens):
-        nb = min(len(next(iter(batch.values()))), T - t0)
+    for batch in reader.iter_layer(layer, read, batch_tokens=cfg.batch_tokens):
+        nb = min(len(batch[read[0]]), T - t0)
         if nb <= 0:
             break
         f32 = {c: batch[c][:nb].astype(np.float32) for c in columns}

@@ -112,6 +112,7 @@ class TraceWriter:
     def __enter__(self) -> TraceWriter:
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        self._tmp.chmod(0o755)  # mkdtemp makes it private; a trace is an ordinary directory
         (self._tmp / LAYER_DIR).mkdir()
         return self
 
