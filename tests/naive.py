@@ -7,6 +7,8 @@ unit index; eviction removes the lowest priority first, ties to the lower unit i
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def priority(policy: str, count: int, last: int, next_use: float):
     """How much a policy wants to keep a unit; compared as tuples, higher is kept."""
@@ -36,9 +38,10 @@ def select(row, mode, k, thr, cache, aware, gamma, fixed_n, approx_m):
         cand = top(scores, approx_m)
         order = sorted(cand, key=lambda u: (u not in cache, -scores[u], u))
         return set(order[:k])
-    if aware:
+    if aware:  # re-weighting is float32 arithmetic, as in the engine
         exempt = top(scores, fixed_n) if fixed_n else set()
-        scores = [s if (u in cache or u in exempt) else s * gamma for u, s in enumerate(scores)]
+        g = np.float32(gamma)
+        scores = [s if (u in cache or u in exempt) else float(np.float32(s) * g) for u, s in enumerate(scores)]
     return top(scores, k)
 
 

@@ -102,7 +102,7 @@ def test_occupancy_never_exceeds_capacity(case, policy):
     from simcore.engine.replay import KindSim
 
     U, rows, k, cap = case
-    scores = np.array(rows, np.float32)
+    scores = np.array(rows, np.float16)
     sim = KindSim(U, len(rows), K.MODE_TOPK, k=k, cap=cap, policy=policy)
     for t in range(len(rows)):  # one token at a time, checking the cache after each
         sim.feed(scores[t:t + 1], None, t)

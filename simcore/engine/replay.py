@@ -224,18 +224,24 @@ class KindSim:
         self._masks: list[np.ndarray] = []
 
     def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int) -> None:
-        """Tokens [t0, t0 + len(scores)): ``scores`` float32 (T_b, U) (ignored for MODE_ALL: any (T_b, *)),
-        ``hmag`` float32 (T_b, U) when the kind tracks kept mass."""
+        """Tokens [t0, t0 + len(scores)): ``scores`` float16 magnitudes (T_b, U) (for MODE_ALL any
+        (T_b, *)), ``hmag`` float16 |h| (T_b, U) when the kind tracks kept mass. Read as uint16 bit
+        patterns, without a copy."""
         nb = scores.shape[0]
-        hm = hmag if self.mass else np.empty((0, 0), np.float32)
+        if scores.dtype != np.float16 or (hmag is not None and hmag.dtype != np.float16):
+            raise TypeError("KindSim.feed takes float16 magnitudes, as traces store them")
+        if self.mode != K.MODE_ALL and scores.shape[1] != self.n:
+            raise ValueError(f"scores have {scores.shape[1]} units, this kind has {self.n}")
+        scores = scores.view(np.uint16)
+        hm = hmag.view(np.uint16) if self.mass else np.empty((0, 0), np.uint16)
         sl = slice(t0, t0 + nb)
         if self.future:
             idx = np.empty(nb * (self.k if self.mode == K.MODE_TOPK else self.n), np.int32)
-            n_idx = K.mask_batch(scores, hm, self.mass, self.mode, self.k, self.thr, self.n, idx,
+            n_idx = K.mask_batch(scores, hm, K.LUT, self.mass, self.mode, self.k, self.thr, self.n, idx,
                                  self.used[sl], self.kept[sl], self.tot[sl])
             self._masks.append(idx[:n_idx].copy())
         else:
-            K.replay_batch(scores, hm, self.mass, self.mode, self.k, self.thr, self.aware, self.gamma,
+            K.replay_batch(scores, hm, K.LUT, self.mass, self.mode, self.k, self.thr, self.aware, self.gamma,
                            self.gamma_warmup if self.aware else 0, self.fixed_top_n if self.aware else 0,
                            self.approx_m if self.aware else 0, self.cap, t0, self.in_cache, self.count, self.last,
                            self.next_use, self.state, self.pw, self.used[sl], self.hits[sl], self.kept[sl], self.tot[sl])
@@ -258,17 +264,17 @@ def simulate(scores: np.ndarray, k: int, cap: int, policy: str = "lru", mode: st
     """Replay one kind of one layer held in memory (tests, benchmarks, notebooks).
 
     Args:
-        scores: (T, U) magnitudes; k: units per token (mode "topk"); cap: cache capacity in units;
+        scores: (T, U) magnitudes (rounded to float16, as traces store them); k: units per token (mode "topk"); cap: cache capacity in units;
         gamma < 1 or approx_m > k makes the mask cache-aware (dip-ca); hmag: (T, U) |h| for the kept mass.
     Returns:
         dict of per-token arrays (T,): used, hits, kept, tot.
     """
-    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    scores = np.ascontiguousarray(scores, dtype=np.float16)
     T, U = scores.shape
     aware = gamma < 1 or approx_m > k or fixed_top_n > 0
     sim = KindSim(U, T, MODES[mode], k=k, thr=thr, cap=cap, policy=policy, aware=aware, gamma=gamma,
                   gamma_warmup=gamma_warmup, fixed_top_n=fixed_top_n, approx_m=approx_m, mass=hmag is not None)
-    sim.feed(scores, None if hmag is None else np.ascontiguousarray(hmag, np.float32), 0)
+    sim.feed(scores, None if hmag is None else np.ascontiguousarray(hmag, np.float16), 0)
     used, hits, kept, tot = sim.finish()
     return {"used": used, "hits": hits, "kept": kept, "tot": tot}
 
@@ -293,10 +299,9 @@ def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfi
         nb = min(len(batch[read[0]]), T - t0)
         if nb <= 0:
             break
-        f32 = {c: batch[c][:nb].astype(np.float32) for c in columns}
         for kind, sim in zip(kinds, sims):
-            scores = f32[kind.score] if kind.score else np.empty((nb, 0), np.float32)
-            sim.feed(scores, f32.get("h"), t0)
+            scores = batch[kind.score][:nb] if kind.score else np.empty((nb, 0), np.float16)
+            sim.feed(scores, batch["h"][:nb] if kind.mass else None, t0)
         t0 += nb
         if bar is not None:
             bar.update(nb)

@@ -14,8 +14,11 @@ on an empty ("meta") copy of the model before any weight is read.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +171,43 @@ def _offline(src: _Source) -> dict[str, Any]:
     return {"local_files_only": src.local_only, **({"gguf_file": src.gguf_file} if src.gguf_file else {})}
 
 
+@contextlib.contextmanager
+def _fast_gguf() -> Iterator[None]:
+    """Speed up loading a GGUF checkpoint (about 3x for SmolLM2-135M), without changing what is loaded.
+
+    transformers parses the GGUF file once for the config, once more for the weights and again
+    for the tokenizer, and builds gguf's tensor-name table once per submodule (~400 times for
+    SmolLM2); both are pure functions of their arguments, so while this context is active the
+    parsed ``gguf.GGUFReader`` is reused per path and ``gguf.get_tensor_name_map`` is memoized.
+    The patches are removed on exit; with another ``gguf`` API this does nothing."""
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    saved = {a: getattr(gguf, a) for a in ("GGUFReader", "get_tensor_name_map") if hasattr(gguf, a)}
+    if len(saved) < 2:
+        yield
+        return
+    readers: dict[tuple, Any] = {}
+    reader_cls = saved["GGUFReader"]
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = reader_cls(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(saved["get_tensor_name_map"])
+    try:
+        yield
+    finally:
+        for a, v in saved.items():
+            setattr(gguf, a, v)
+        readers.clear()
+
+
 def glu_parts(mlp: Any) -> tuple[str, ...] | None:
     """Names of the GLU projections of one MLP module: ("gate_proj", "up_proj", "down_proj")
     or ("gate_up_proj", "down_proj") (Phi-3); None when the MLP is not a GLU."""
@@ -216,6 +256,7 @@ def load_model(
     torch_device: str = "cpu",
     dtype: Any = None,
     allow_download: bool = False,
+    progress: bool = True,
 ) -> LoadedModel:
     """Load model and tokenizer, offline unless ``allow_download``.
 
@@ -225,6 +266,7 @@ def load_model(
         torch_device: "cpu" or "cuda".
         dtype: a ``torch.dtype`` for the weights (None: float32).
         allow_download: let ``transformers`` fetch missing files from the Hugging Face hub.
+        progress: show transformers' loading progress bars.
 
     Raises ConfigError when the model is unknown, not available locally, or not a GLU model.
     """
@@ -235,21 +277,26 @@ def load_model(
     src = resolve(name, model_path, allow_download)
     kw = _offline(src)
     dtype = dtype or torch.float32
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # GGUF loading logs every tensor conversion at info/warning level
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
-        try:
-            config = AutoConfig.from_pretrained(src.path, **kw)
-        except (OSError, ValueError) as e:
-            raise _not_local_error(name, src, e) from None
-        check_glu_config(config)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(src.path, dtype=dtype, **kw)
-            tokenizer = AutoTokenizer.from_pretrained(src.path, **kw)
-        except (OSError, ValueError) as e:
-            raise _not_local_error(name, src, e) from None
+        with _fast_gguf() if src.gguf_file else contextlib.nullcontext():
+            try:
+                config = AutoConfig.from_pretrained(src.path, **kw)
+            except (OSError, ValueError) as e:
+                raise _not_local_error(name, src, e) from None
+            check_glu_config(config)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(src.path, config=config, dtype=dtype, **kw)
+                tokenizer = AutoTokenizer.from_pretrained(src.path, **kw)
+            except (OSError, ValueError) as e:
+                raise _not_local_error(name, src, e) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     model.to(torch_device)
     model.eval()
     decoder_layers(model)

@@ -17,8 +17,10 @@ comes from the same forward pass's logits.
 from __future__ import annotations
 
 import os
+import queue
 import shlex
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +217,66 @@ class _Recorder:
 # --------------------------------------------------------------------------- tracing
 
 
+class _Appender:
+    """Writes windows through a TraceWriter on a background thread, so that encoding Parquet
+    overlaps the next window's forward pass (pyarrow releases the GIL while it writes).
+
+    At most one window waits in the queue while one is being written, so memory stays bounded
+    by a few windows. An error in the thread is raised in the caller at the next ``put`` or at
+    ``flush``; when the caller fails (Ctrl-C included), pending windows are dropped and the
+    thread is joined before the TraceWriter removes its temporary directory."""
+
+    def __init__(self, writer: TraceWriter):
+        self.writer = writer
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="simcore-trace-writer", daemon=True)
+
+    def __enter__(self) -> _Appender:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # failed: drain until the sentinel
+            ids, positions, layers = item
+            try:
+                for i, values in enumerate(layers):
+                    self.writer.append(i, values, ids, positions)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                self.error = e
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def put(self, ids: np.ndarray, positions: np.ndarray, layers: list[dict[str, np.ndarray]]) -> None:
+        """Queue one window: token ids (T,), positions (T,), per layer column -> (T, width) arrays."""
+        self._check()
+        self.queue.put((ids, positions, layers))
+
+    def flush(self) -> None:
+        """Wait until every queued window is written; raise the thread's error if there was one."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        self._check()
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self.thread.is_alive():
+            while True:  # drop what has not been started; the current append finishes
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            self.queue.put(None)
+            self.thread.join()
+        if exc_type is None:
+            self._check()
+
+
+
 def _torch_dtype(dtype: str) -> Any:
     import torch
 
@@ -300,9 +362,9 @@ def trace_windows(
     out = Path(out)
     nll, n_pred = 0.0, 0
     start = time.perf_counter()
-    with TraceWriter(out, meta) as writer, _Recorder(layers, shape.d_int) as rec, torch.inference_mode(), tqdm(
-        total=n_tokens, unit="tok", unit_scale=True, disable=not progress, desc=f"trace {name}", leave=False
-    ) as bar:
+    with TraceWriter(out, meta) as writer, _Recorder(layers, shape.d_int) as rec, _Appender(writer) as appender, \
+            torch.inference_mode(), tqdm(total=n_tokens, unit="tok", unit_scale=True, disable=not progress,
+                                         desc=f"trace {name}", leave=False) as bar:
         for ids in windows:
             ids_np = np.asarray(ids, dtype=np.int64)
             ids_t = torch.from_numpy(ids_np).to(device)
@@ -311,10 +373,9 @@ def trace_windows(
                 nll += float(F.cross_entropy(logits[:-1].float(), ids_t[1:], reduction="sum"))
                 n_pred += len(ids_np) - 1
             del logits
-            positions = np.arange(len(ids_np), dtype=np.int32)
-            for i, values in enumerate(rec.take()):
-                writer.append(i, values, ids_np, positions)
+            appender.put(ids_np, np.arange(len(ids_np), dtype=np.int32), rec.take())
             bar.update(len(ids_np))
+        appender.flush()
         seconds = time.perf_counter() - start
         ppl = float(np.exp(nll / n_pred)) if n_pred else float("nan")
         writer.meta.extra.update(
@@ -370,7 +431,7 @@ def trace_model(
     src = load_text(text, dataset) if token_ids is None else None  # a bad text fails before the model loads
     if isinstance(model, str):
         torch_device = _check_device(torch_device)
-        loaded = load_model(model, model_path, torch_device, _torch_dtype(dtype), allow_download)
+        loaded = load_model(model, model_path, torch_device, _torch_dtype(dtype), allow_download, progress)
         lm, tok, name, tok_name = loaded.model, loaded.tokenizer, loaded.name, loaded.tokenizer_name
         extra["model_location"] = loaded.location
         if loaded.location.endswith(".gguf"):
