@@ -51,8 +51,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     lm = load_model("smollm2-135m", progress=False)
-    print(f"loaded SmolLM2-135M-Instruct (GGUF Q4_1 -> float32) in {time.perf_counter() - t0:.1f} s; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"loaded SmolLM2-135M-Instruct (GGUF Q4_1 -> float32) in {time.perf_counter() - t0:.1f} s; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     windows = token_windows(lm.tokenizer, embedded_text(), args.tokens, args.seq_len)
     n = sum(len(w) for w in windows)
 
@@ -64,8 +66,15 @@ def main() -> None:
             plain.append(plain_forward(lm.model, windows))
             hooked.append(hooks_only(lm.model, windows))
             start = time.perf_counter()
-            trace_windows(lm.model, windows, out, name="smollm2-135m", source="pydoc_data.topics",
-                          seq_len=args.seq_len, progress=False)
+            trace_windows(
+                lm.model,
+                windows,
+                out,
+                name="smollm2-135m",
+                source="pydoc_data.topics",
+                seq_len=args.seq_len,
+                progress=False,
+            )
             traced.append(time.perf_counter() - start)
         reader = TraceReader(out)
         shape = reader.model
@@ -78,11 +87,15 @@ def main() -> None:
     print(f"{n} tokens in windows of {args.seq_len}, best of {args.repeats}:")
     print(f"  plain forward : {n / tp:8.1f} tokens/s  ({tp:.2f} s)")
     print(f"  hooks only    : {n / th:8.1f} tokens/s  ({th:.2f} s)  {th / tp:.2f}x plain (no writing)")
-    print(f"  tracing       : {n / tt:8.1f} tokens/s  ({tt:.2f} s)  {tt / tp:.2f}x plain (target <= 1.3x); "
-          f"dense perplexity {ppl:.2f}")
-    print(f"  trace size    : {layer_bytes / 1e6:.1f} MB of layer files = {layer_bytes / rows:.0f} bytes per token per "
-          f"layer = {layer_bytes / values:.3f} bytes per recorded value (target <= 2; x, h, gate, up: "
-          f"{shape.d} + 3 x {shape.d_int} values per token and layer)")
+    print(
+        f"  tracing       : {n / tt:8.1f} tokens/s  ({tt:.2f} s)  {tt / tp:.2f}x plain (target <= 1.3x); "
+        f"dense perplexity {ppl:.2f}"
+    )
+    print(
+        f"  trace size    : {layer_bytes / 1e6:.1f} MB of layer files = {layer_bytes / rows:.0f} bytes per token per "
+        f"layer = {layer_bytes / values:.3f} bytes per recorded value (target <= 2; x, h, gate, up: "
+        f"{shape.d} + 3 x {shape.d_int} values per token and layer)"
+    )
 
 
 if __name__ == "__main__":

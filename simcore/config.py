@@ -8,3 +8,7 @@ NJIT = dict(
     fastmath=False,  # exact IEEE arithmetic: the kernels must equal the NumPy reference bit for bit
     boundscheck=False,
 )
+
+NJIT_REDUCE = dict(NJIT, fastmath={"reassoc", "nsz", "contract"})
+"""For float sums whose order does not matter beyond rounding (the kept-mass proxy): lets the compiler
+vectorise them. Results stay deterministic for a given build."""

@@ -38,9 +38,15 @@ def tiny_model(family: str):
     """A randomly initialised 2-layer model of ``family`` (seed 0)."""
     cls_name, kw = FAMILIES[family]
     cfg = getattr(transformers, cls_name)(
-        vocab_size=VOCAB, hidden_size=D, intermediate_size=D_INT, num_hidden_layers=N_LAYERS,
-        num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=128,
-        initializer_range=0.2, **kw,
+        vocab_size=VOCAB,
+        hidden_size=D,
+        intermediate_size=D_INT,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+        **kw,
     )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
@@ -121,16 +127,22 @@ def test_recorded_magnitudes_equal_recomputation_from_weights(family, tmp_path):
         np.testing.assert_array_equal(got["position"], np.r_[np.arange(24), np.arange(16)])
         for c, width in (("x", D), ("h", D_INT), ("gate", D_INT), ("up", D_INT)):
             assert got[c].dtype == np.float16 and got[c].shape == (40, width)
-            np.testing.assert_allclose(got[c].astype(np.float32), ref[layer][c], rtol=2e-3, atol=1e-5,
-                                       err_msg=f"{family} layer {layer} column {c}")
+            np.testing.assert_allclose(
+                got[c].astype(np.float32),
+                ref[layer][c],
+                rtol=2e-3,
+                atol=1e-5,
+                err_msg=f"{family} layer {layer} column {c}",
+            )
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_metadata_describes_the_model(family, tmp_path):
     model = tiny_model(family)
     ids = np.arange(3, 35)
-    meta = TraceReader(trace_model(model=model, token_ids=ids, tokens=32, seq_len=16, out=tmp_path / "t",
-                                   progress=False)).meta
+    meta = TraceReader(
+        trace_model(model=model, token_ids=ids, tokens=32, seq_len=16, out=tmp_path / "t", progress=False)
+    ).meta
     m = meta.model
     assert (m.family, m.n_layers, m.d, m.d_int) == (family, N_LAYERS, D, D_INT)
     assert (m.n_heads, m.n_kv_heads, m.head_dim, m.vocab) == (HEADS, KV_HEADS, D // HEADS, VOCAB)
@@ -159,8 +171,9 @@ def test_interrupt_leaves_no_trace(tmp_path):
     handle = model.model.layers[1].mlp.register_forward_hook(interrupt)
     try:
         with pytest.raises(KeyboardInterrupt):
-            trace_model(model=model, token_ids=np.arange(3, 35), tokens=32, seq_len=16, out=tmp_path / "t",
-                        progress=False)
+            trace_model(
+                model=model, token_ids=np.arange(3, 35), tokens=32, seq_len=16, out=tmp_path / "t", progress=False
+            )
     finally:
         handle.remove()
     assert list(tmp_path.iterdir()) == []
@@ -176,7 +189,14 @@ def test_smollm2_traces_end_to_end_with_plausible_perplexity(tmp_path):
     r = TraceReader(path)
     shape, preset = r.model, PRESETS["smollm2-135m"]
     assert (shape.n_layers, shape.d, shape.d_int, shape.n_heads, shape.n_kv_heads, shape.vocab, shape.tied) == (
-        preset.n_layers, preset.d, preset.d_int, preset.n_heads, preset.n_kv_heads, preset.vocab, preset.tied)
+        preset.n_layers,
+        preset.d,
+        preset.d_int,
+        preset.n_heads,
+        preset.n_kv_heads,
+        preset.vocab,
+        preset.tied,
+    )
     assert r.n_tokens == 300 and r.meta.source == "pydoc_data.topics"
     ppl = r.meta.extra["perplexity"]
     print(f"SmolLM2-135M-Instruct Q4_1 dense perplexity on 300 tokens of pydoc_data.topics: {ppl:.2f}")
@@ -221,8 +241,9 @@ def test_bad_input_is_a_simcore_error_that_says_how_to_fix_it(kwargs, words, tmp
 
 
 def test_model_without_glu_mlp_is_rejected(tmp_path):
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=64,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
     gpt2 = transformers.AutoModelForCausalLM.from_config(cfg).eval()
     with pytest.raises(ConfigError, match="no GLU MLP"):
         trace_model(model=gpt2, token_ids=np.arange(20), tokens=20, out=tmp_path / "t", progress=False)
@@ -245,3 +266,14 @@ def test_model_not_in_local_cache_says_where_it_looked():
 def test_command_module_does_not_import_torch():
     code = "import sys, simcore.trace.command; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_command_rejects_zero_tokens_with_a_one_line_error():
+    from click.testing import CliRunner
+
+    from simcore.trace.command import trace_command
+
+    result = CliRunner().invoke(trace_command, ["--tokens", "0", "--no-progress"])
+    assert isinstance(result.exception, ConfigError) and "--tokens" in str(result.exception)
+    help_text = CliRunner().invoke(trace_command, ["--help"]).output
+    assert all(opt in help_text for opt in ("--model-path", "--dataset", "--allow-download", "--torch-device"))

@@ -1,8 +1,8 @@
 """Numba kernels of the replay engine. They see only plain arrays (STYLE.md #3).
 
 Vocabulary: ``U`` units of one kind in one layer (d input channels or d_int neurons); a token's
-*selection* is the set of units its mask uses, stored as ascending unit indices ``sel[:m]`` and as
-the boolean ``used[U]``. Cache state of one (layer, kind): ``in_cache[U]`` (bool), ``count[U]``,
+*selection* is the set of units its mask uses, the boolean ``used[U]``. Every per-token pass is a
+branch-free sweep over such U-long arrays, which the compiler vectorises. Cache state of one (layer, kind): ``in_cache[U]`` (bool), ``count[U]``,
 ``last[U]``, ``next_use[U]`` (int64: uses so far, last-use token, next-use token) and ``state[0]``
 = occupancy. Order rules, everywhere: top-k takes the largest scores, ties to the lower unit
 index; eviction drops the lowest policy priority, ties to the lower unit index first.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from simcore.config import NJIT
+from simcore.config import NJIT, NJIT_REDUCE
 
 MODE_ALL, MODE_TOPK, MODE_THRESHOLD = 0, 1, 2
 NEVER = np.int64(2**40)  # next-use time of a unit not yet seen (never compared: it is not cached)
@@ -26,54 +26,62 @@ LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 """float16 bit pattern -> float32 value (NaN patterns map to NaN; magnitudes never hold them)."""
 
 
+FIRST_DIGIT_BITS = 11
+HIST_COPIES = 4  # interleaved histograms: consecutive increments of one bin do not wait on each other
+
+
 @njit(**NJIT)
 def kth_key(keys, n, k, nbits, cand, hist):
-    """Radix select: the (k+1)-th smallest of the non-negative integer ``keys[:n]`` (each < 2^nbits),
-    and how many of the keys equal to it are among the k+1 smallest.
+    """Radix select: the (k+1)-th smallest ``v`` of the non-negative integer ``keys[:n]`` (each
+    < 2^nbits), found digit by digit from the top: a histogram of the top 11 bits and a filter over all
+    keys, then 8 bits at a time over the shrinking candidate list. ``cand`` (int32, length >= n) and
+    ``hist`` (int32[HIST_COPIES << FIRST_DIGIT_BITS]) are scratch. Requires 0 <= k < n.
 
-    Three passes over ``keys[:n]`` at most (a histogram of the top byte, a filter, then bytes of the
-    shrinking candidate list); ``cand`` (int32, length >= n) and ``hist`` (int64[256]) are scratch.
-    Requires 0 <= k < n. Returns (v, take): the k+1 smallest are all keys < v plus the ``take`` keys
-    equal to v of lowest position.
+    Returns (v, take, nc): the k+1 smallest are all keys < v plus the ``take`` lowest positions among
+    the ``nc`` keys equal to v, which ``cand[:nc]`` lists in ascending order.
     """
-    shift = ((max(nbits, 1) - 1) // 8) * 8
-    remaining = k + 1
-    for d in range(256):
-        hist[d] = 0
+    width = min(max(nbits, 1), FIRST_DIGIT_BITS)
+    shift = max(nbits, 1) - width
+    bins = 1 << width
+    hist[: HIST_COPIES * bins] = 0
     for p in range(n):
-        hist[(keys[p] >> shift) & 255] += 1
+        hist[(p & (HIST_COPIES - 1)) * bins + (keys[p] >> shift)] += 1
+    for c in range(1, HIST_COPIES):
+        for d in range(bins):
+            hist[d] += hist[c * bins + d]
+    remaining = k + 1
     c = 0
     d = 0
     while c + hist[d] < remaining:
         c += hist[d]
         d += 1
     remaining -= c
-    hi = d
+    hi = np.int64(d)
     nc = 0
     for p in range(n):
-        if (keys[p] >> shift) == hi:
-            cand[nc] = p
-            nc += 1
+        cand[nc] = p
+        nc += (keys[p] >> shift) == hi
     while shift > 0:
-        shift -= 8
-        for d in range(256):
-            hist[d] = 0
+        width = min(shift, 8)
+        shift -= width
+        mask = (1 << width) - 1
+        hist[: 1 << width] = 0
         for j in range(nc):
-            hist[(keys[cand[j]] >> shift) & 255] += 1
+            hist[(keys[cand[j]] >> shift) & mask] += 1
         c = 0
         d = 0
         while c + hist[d] < remaining:
             c += hist[d]
             d += 1
         remaining -= c
-        hi = (hi << 8) | d
+        hi = (hi << width) | d
         m = 0
         for j in range(nc):
-            if (keys[cand[j]] >> shift) == hi:
-                cand[m] = cand[j]
-                m += 1
+            q = cand[j]
+            cand[m] = q
+            m += (keys[q] >> shift) == hi
         nc = m
-    return hi, remaining
+    return hi, remaining, nc
 
 
 @njit(**NJIT)
@@ -87,28 +95,25 @@ def bit_length(x):
 
 @njit(**NJIT)
 def mark_smallest(keys, n, k, nbits, mark, cand, hist):
-    """Set ``mark[p] = True`` for exactly the ``k`` positions p < n of smallest ``keys[p]`` (non-negative
-    integers < 2^nbits; ties: lower position first). Returns k."""
+    """Set ``mark[:n]`` to True at exactly the ``k`` positions of smallest ``keys`` (non-negative
+    integers < 2^nbits; ties: lower position first) and False elsewhere. Returns min(k, n)."""
     if k <= 0:
+        mark[:n] = False
         return 0
     if k >= n:
-        for p in range(n):
-            mark[p] = True
+        mark[:n] = True
         return n
-    v, take = kth_key(keys, n, k - 1, nbits, cand, hist)
+    v, take, nc = kth_key(keys, n, k - 1, nbits, cand, hist)
     for p in range(n):
-        kp = keys[p]
-        if kp < v:
-            mark[p] = True
-        elif kp == v and take > 0:
-            mark[p] = True
-            take -= 1
+        mark[p] = keys[p] < v
+    for j in range(take):
+        mark[cand[j]] = True
     return k
 
 
 @njit(**NJIT)
-def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_cache, used, sel, keys, cand, hist, wbuf):
-    """Compute one token's selection for one kind.
+def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf):
+    """Compute one token's selection for one kind into ``used`` (bool[U], overwritten).
 
     Args:
         row: uint16[U], the float16 bit patterns of the magnitudes ranking the units (unused for
@@ -120,138 +125,116 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
         fixed_n: the fixed_n largest raw values are exempt from re-weighting.
         approx_m: if > k, approximate selection: among the approx_m largest raw values take the cached
             units first (by value), then the uncached ones (by value).
-        used: bool[U], all False on entry; set for the selection. sel: int32[U] out, ascending.
-        keys: int64[U], cand: int32[U], hist: int64[256], wbuf: float32[U] scratch.
+        keys: int64[U], cand: int32[U], hist (see kth_key), wbuf: float32[U] scratch.
     Returns:
-        m, the selection size; ``sel[:m]`` holds it.
+        m, the number of units selected.
     """
-    n = row.shape[0]
+    n = used.shape[0]
     if mode == MODE_ALL:
-        for u in range(n):
-            used[u] = True
-            sel[u] = u
+        used[:] = True
         return n
     if mode == MODE_THRESHOLD:
         m = 0
         for u in range(n):
-            if np.float64(lut[row[u]]) > thr:
-                used[u] = True
-                sel[m] = u
-                m += 1
+            x = np.float64(lut[row[u]]) > thr
+            used[u] = x
+            m += x
         return m
-    if k <= 0:
-        return 0
+    if k <= 0 or k >= n:
+        used[:] = k > 0
+        return n if k > 0 else 0
     nbits = 16
     for u in range(n):
         keys[u] = 65535 - np.int64(row[u])  # smallest key = largest magnitude
     if aware and approx_m > k:
-        mark_smallest(keys, n, approx_m, 16, used, cand, hist)  # candidates, marked temporarily
+        mark_smallest(keys, n, approx_m, 16, used, cand, hist)  # the top-m candidates
         for u in range(n):
-            if not used[u]:
-                keys[u] = 1 << 17
-            elif not in_cache[u]:
-                keys[u] += 1 << 16  # cached candidates first, then uncached, each by magnitude
-            used[u] = False
+            # cached candidates first, then uncached candidates, each by magnitude; the rest last
+            keys[u] = keys[u] + (np.int64(not in_cache[u]) << 16) if used[u] else np.int64(1) << 17
         nbits = 18
     elif aware:
         if fixed_n > 0:
-            mark_smallest(keys, n, fixed_n, 16, used, cand, hist)  # exempt units, marked temporarily
+            mark_smallest(keys, n, fixed_n, 16, used, cand, hist)  # exempt from re-weighting
+        else:
+            used[:] = False
         g = np.float32(gamma_t)
+        one = np.float32(1.0)
         for u in range(n):
-            val = lut[row[u]]
-            if not (in_cache[u] or used[u]):
-                val = np.float32(val * g)
-            used[u] = False
-            wbuf[u] = val
+            wbuf[u] = lut[row[u]] * (one if (in_cache[u] or used[u]) else g)
         bits = wbuf.view(np.uint32)  # non-negative float32 bit patterns order like the values
         for u in range(n):
             keys[u] = 4294967295 - np.int64(bits[u])
         nbits = 32
-    v, take = kth_key(keys, n, k - 1, nbits, cand, hist)
-    m = 0
-    for u in range(n):
-        kp = keys[u]
-        if kp < v or (kp == v and take > 0):
-            if kp == v:
-                take -= 1
-            used[u] = True
-            sel[m] = u
-            m += 1
-    return m
+    mark_smallest(keys, n, k, nbits, used, cand, hist)
+    return k
 
 
 @njit(**NJIT)
-def _priority_keys(units, c, count, last, next_use, pw, ckeys):
-    """Policy priorities of ``units[:c]`` as non-negative int64 keys (minus their minimum) in
-    ``ckeys[:c]``; returns the bit width of the largest key."""
+def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
+    """Policy priorities of the units where ``mask`` is True as non-negative int64 keys (minus their
+    minimum) in ``ckeys``; elsewhere a key above them all. Returns the keys' bit width."""
     lo = np.int64(2**62)
     hi = -lo
-    for j in range(c):
-        u = units[j]
+    for u in range(n):
         p = np.int64(pw[0] * count[u] + pw[1] * last[u] + pw[2] * next_use[u])
-        ckeys[j] = p
-        lo = min(lo, p)
-        hi = max(hi, p)
-    for j in range(c):
-        ckeys[j] -= lo
-    return bit_length(hi - lo)
+        ckeys[u] = p
+        if mask[u]:
+            lo = min(lo, p)
+            hi = max(hi, p)
+    top = hi - lo + 1
+    for u in range(n):
+        ckeys[u] = ckeys[u] - lo if mask[u] else top
+    return bit_length(top)
 
 
 @njit(**NJIT)
-def cache_step(sel, m, used, t, cap, in_cache, count, last, next_use, state, pw, cidx, ckeys, cmark, cand, hist):
-    """Account one token's selection against one cache and update the cache.
+def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist):
+    """Account one token's selection ``used`` (bool[U], m units) against one cache, then update it.
 
     ``pw`` (float64[3]) is the policy's priority: ``pw . (count, last, next_use)``, higher is kept; it
-    must be integer-valued. ``next_use[sel[:m]]`` must already hold the next-use times of this token's
-    units when the policy needs them. ``cidx``, ``cand`` (int32[U]), ``ckeys`` (int64[U]), ``hist``
-    (int64[256]) and ``cmark`` (bool[U], all False) are scratch. Returns the number of hits.
+    must be integer-valued. ``next_use`` must already hold the next-use times of this token's units
+    when the policy needs them. ``ckeys`` (int64[U]), ``cmark`` (bool[U]), ``cand`` (int32[U]) and
+    ``hist`` are scratch. Returns the number of hits.
     """
+    n = used.shape[0]
     hits = 0
-    for j in range(m):
-        u = sel[j]
-        if in_cache[u]:
-            hits += 1
-        count[u] += 1
-        last[u] = t
+    for u in range(n):
+        x = used[u]
+        hits += x and in_cache[u]
+        count[u] += x
+        last[u] = t if x else last[u]
     if cap <= 0:
         return hits
     occ = state[0]
     if m >= cap:
         # the cache keeps the `cap` selected units of highest priority; the rest streams past it
-        for u in range(in_cache.shape[0]):
-            in_cache[u] = False
-        nbits = _priority_keys(sel, m, count, last, next_use, pw, ckeys)
-        mark_smallest(ckeys, m, m - cap, nbits, cmark, cand, hist)  # the ones that do not stay
-        for j in range(m):
-            if cmark[j]:
-                cmark[j] = False
-            else:
-                in_cache[sel[j]] = True
+        nbits = _priority_keys(used, n, count, last, next_use, pw, ckeys)
+        mark_smallest(ckeys, n, m - cap, nbits, cmark, cand, hist)  # the ones that do not stay
+        for u in range(n):
+            in_cache[u] = used[u] and not cmark[u]
         state[0] = cap
         return hits
     misses = m - hits
     evict = occ + misses - cap
     if evict > 0:
-        c = 0
-        for u in range(in_cache.shape[0]):
-            if in_cache[u] and not used[u]:
-                cidx[c] = u
-                c += 1
-        nbits = _priority_keys(cidx, c, count, last, next_use, pw, ckeys)
-        mark_smallest(ckeys, c, evict, nbits, cmark, cand, hist)
-        for j in range(c):
-            if cmark[j]:
-                cmark[j] = False
-                in_cache[cidx[j]] = False
+        for u in range(n):
+            cmark[u] = in_cache[u] and not used[u]  # eviction candidates
+        nbits = _priority_keys(cmark, n, count, last, next_use, pw, ckeys)
+        mark_smallest(ckeys, n, evict, nbits, cmark, cand, hist)  # the victims
+        for u in range(n):
+            in_cache[u] = (in_cache[u] and not cmark[u]) or used[u]
         occ -= evict
-    for j in range(m):
-        in_cache[sel[j]] = True
+    else:
+        for u in range(n):
+            in_cache[u] = in_cache[u] or used[u]
     state[0] = occ + misses
     return hits
 
 
-@njit(**NJIT)
+@njit(**NJIT_REDUCE)
 def _mass(hrow, lut, used, has_mass, out_kept, out_tot, i):
+    """|h|^2 of the selected units and of all units of one token (a reassociating sum: the order of
+    additions is the compiler's, fixed for a build)."""
     if has_mass:
         kept = 0.0
         tot = 0.0
@@ -259,8 +242,7 @@ def _mass(hrow, lut, used, has_mass, out_kept, out_tot, i):
             v = np.float64(lut[hrow[u]])
             v2 = v * v
             tot += v2
-            if used[u]:
-                kept += v2
+            kept += v2 if used[u] else 0.0
         out_kept[i] = kept
         out_tot[i] = tot
 
@@ -282,12 +264,10 @@ def replay_batch(scores, hmag, lut, has_mass, mode, k, thr, aware, gamma, gamma_
     T = scores.shape[0]
     n = in_cache.shape[0]
     used = np.zeros(n, np.bool_)
-    sel = np.empty(n, np.int32)
     keys = np.empty(n, np.int64)
     cand = np.empty(n, np.int32)
-    hist = np.empty(256, np.int64)
+    hist = np.empty(HIST_COPIES << FIRST_DIGIT_BITS, np.int32)
     wbuf = np.empty(n, np.float32)
-    cidx = np.empty(n, np.int32)
     ckeys = np.empty(n, np.int64)
     cmark = np.zeros(n, np.bool_)
     dummy = np.empty(n, np.uint16)
@@ -297,42 +277,37 @@ def replay_batch(scores, hmag, lut, has_mass, mode, k, thr, aware, gamma, gamma_
         if gamma_warmup > 0 and t < gamma_warmup:
             g = 1.0 - (1.0 - gamma) * (t / gamma_warmup)
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, lut, mode, k, thr, aware, g, fixed_n, approx_m, in_cache, used, sel, keys, cand, hist,
-                         wbuf)
+        m = select_units(row, lut, mode, k, thr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf)
         out_used[i] = m
-        out_hits[i] = cache_step(sel, m, used, t, cap, in_cache, count, last, next_use, state, pw,
-                                 cidx, ckeys, cmark, cand, hist)
+        out_hits[i] = cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist)
         _mass(hmag[i], lut, used, has_mass, out_kept, out_tot, i)
-        for j in range(m):
-            used[sel[j]] = False
 
 
 @njit(**NJIT)
 def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_used, out_kept, out_tot):
     """Selections of a batch of tokens for masks that do not depend on the cache.
 
-    Writes the selections back to back into ``out_idx`` (int32, length >= T_b * U) and their sizes into
-    ``out_used`` (int32[T_b]). Returns the total number of indices written.
+    Writes the selections' unit indices back to back (ascending per token) into ``out_idx`` (int32,
+    length >= T_b * U) and their sizes into ``out_used`` (int32[T_b]). Returns the indices written.
     """
     T = scores.shape[0]
     used = np.zeros(n_units, np.bool_)
-    sel = np.empty(n_units, np.int32)
     keys = np.empty(n_units, np.int64)
     cand = np.empty(n_units, np.int32)
-    hist = np.empty(256, np.int64)
+    hist = np.empty(HIST_COPIES << FIRST_DIGIT_BITS, np.int32)
     wbuf = np.empty(n_units, np.float32)
     in_cache = np.zeros(n_units, np.bool_)
     dummy = np.empty(n_units, np.uint16)
     pos = 0
     for i in range(T):
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, lut, mode, k, thr, False, 1.0, 0, 0, in_cache, used, sel, keys, cand, hist, wbuf)
+        m = select_units(row, lut, mode, k, thr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf)
         out_used[i] = m
         _mass(hmag[i], lut, used, has_mass, out_kept, out_tot, i)
-        for j in range(m):
-            out_idx[pos + j] = sel[j]
-            used[sel[j]] = False
-        pos += m
+        for u in range(n_units):
+            if used[u]:
+                out_idx[pos] = u
+                pos += 1
     return pos
 
 
@@ -358,20 +333,17 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
     T = ptr.shape[0] - 1
     n = in_cache.shape[0]
     used = np.zeros(n, np.bool_)
-    cidx = np.empty(n, np.int32)
     cand = np.empty(n, np.int32)
     ckeys = np.empty(n, np.int64)
-    hist = np.empty(256, np.int64)
+    hist = np.empty(HIST_COPIES << FIRST_DIGIT_BITS, np.int32)
     cmark = np.zeros(n, np.bool_)
     for t in range(T):
-        a0 = ptr[t]
-        m = ptr[t + 1] - a0
-        sel = idx[a0:a0 + m]
-        for j in range(m):
-            u = sel[j]
+        a0, a1 = ptr[t], ptr[t + 1]
+        for a in range(a0, a1):
+            u = idx[a]
             used[u] = True
-            next_use[u] = nxt[a0 + j]
-        out_hits[t] = cache_step(sel, m, used, t, cap, in_cache, count, last, next_use, state, pw,
-                                 cidx, ckeys, cmark, cand, hist)
-        for j in range(m):
-            used[sel[j]] = False
+            next_use[u] = nxt[a]
+        out_hits[t] = cache_step(used, a1 - a0, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark,
+                                 cand, hist)
+        for a in range(a0, a1):
+            used[idx[a]] = False

@@ -59,6 +59,7 @@ class ReplayConfig(BaseModel):
     tokens: int | None = Field(default=None, gt=0, description="replay only the first N tokens")
     cats_calib_tokens: int = Field(default=256, gt=0, description="cats: first tokens of each layer used to calibrate its threshold")
     batch_tokens: int = Field(default=256, gt=0, description="trace rows read at a time (bounds memory)")
+    threads: int = Field(default=0, ge=0, description="layers replayed in parallel (0: one per core); results do not depend on it")
     overlap_compute: bool = Field(default=False, description="with a device compute_tops: overlap compute with memory traffic")
 
     def quant(self) -> Quant:
@@ -161,25 +162,37 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
     records: list[dict] = []
     mass_kept = mass_tot = 0.0
 
-    layers = range(shape.n_layers)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=shape.n_layers * T, unit="tok-layer", unit_scale=True, desc="replay", file=sys.stderr,
                    leave=False, dynamic_ncols=True)
-    for layer in layers:
-        res = _replay_layer(reader, layer, T, selection, mem, cfg, policy, bar)
-        for ki, (kind, kp) in enumerate(zip(selection.kinds, mem.kinds)):
-            used, hits, kept, tot = res[ki]
-            used_tok[ki] += used
-            hit_tok[ki] += hits
-            if kind.mass:
-                mass_kept += float(kept.sum())
-                mass_tot += float(tot.sum())
-            records.append(_record(layer, kind.name, kp.capacity, used, hits, cfg.warmup))
-    if bar is not None:
-        bar.close()
+    threads = cfg.threads or os.cpu_count() or 1
+    if threads > 1:  # the kernels and Parquet decoding release the GIL
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(min(threads, shape.n_layers))
+        results = pool.map(lambda layer: _replay_layer(reader, layer, T, selection, mem, cfg, policy, bar),
+                           range(shape.n_layers))
+    else:
+        pool = None
+        results = (_replay_layer(reader, layer, T, selection, mem, cfg, policy, bar) for layer in range(shape.n_layers))
+    try:
+        for layer, res in enumerate(results):  # in layer order, so every sum is in a fixed order
+            for ki, (kind, kp) in enumerate(zip(selection.kinds, mem.kinds)):
+                used, hits, kept, tot = res[ki]
+                used_tok[ki] += used
+                hit_tok[ki] += hits
+                if kind.mass:
+                    mass_kept += float(kept.sum())
+                    mass_tot += float(tot.sum())
+                records.append(_record(layer, kind.name, kp.capacity, used, hits, cfg.warmup))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if bar is not None:
+            bar.close()
     return _summarise(cfg, device, shape, selection, mem, used_tok, hit_tok, records, mass_kept, mass_tot, T,
                       reader, dram_budget)
 
@@ -213,7 +226,7 @@ class KindSim:
             raise ConfigError("belady needs masks that do not depend on the cache; use gamma 1 or another policy")
         self.aware = aware and not self.future
         self.gamma, self.gamma_warmup, self.fixed_top_n, self.approx_m = gamma, gamma_warmup, fixed_top_n, approx_m
-        self.pw = np.asarray(pol.PRIORITY, np.float64)
+        self.pw = np.asarray(pol.weights(T), np.float64)
         self.in_cache = np.zeros(n_units, np.bool_)
         self.count = np.zeros(n_units, np.int64)
         self.last = np.zeros(n_units, np.int64)

@@ -1,8 +1,8 @@
 """Eviction policies, one module each; the CLI name is the module name (STYLE.md #1).
 
 A policy answers one question for the engine: how much it wants to keep a unit, as the weights
-``PRIORITY = (w_count, w_last, w_next)`` of a linear score over the unit's use count, last-use token
-and next-use token (higher is kept). Plain data keeps the Numba kernels compiled once and cached for
+``weights(n_tokens) -> (w_count, w_last, w_next)`` of a linear score over the unit's use count,
+last-use token and next-use token (higher is kept; all integers, so the score is an exact integer). Plain data keeps the Numba kernels compiled once and cached for
 every policy. The engine owns the loop: it keeps the three per-unit numbers (next-use only for
 policies with ``NEEDS_FUTURE``) and evicts the cached units of lowest priority that the current
 token does not use (ties: lower unit index first).

@@ -3,6 +3,10 @@ count is kept after eviction: "perfect LFU"); among equal counts the least recen
 first, and among units also last used in the same token the lower unit index goes first."""
 
 NEEDS_FUTURE = False
-PRIORITY = (2.0**31, 1.0, 0.0)
-"""Weights of (use count, last-use token, next-use token): count * 2^31 + last. Token indices stay
-below 2^31 and counts below 2^22, so the sum is exact in float64."""
+
+
+def weights(n_tokens: int) -> tuple[float, float, float]:
+    """Weights of (use count, last-use token, next-use token) for a trace of ``n_tokens`` tokens.
+    Keep-worthiness = count * (T + 1) + last-use token: the count first, recency among equal counts
+    (last < T, so the two never mix). Exact in float64 for T < 2^26."""
+    return (float(n_tokens + 1), 1.0, 0.0)

@@ -1,5 +1,9 @@
 """lru: evict the least recently used unit (libCacheSim ``LRU.c``; a stack algorithm)."""
 
 NEEDS_FUTURE = False
-PRIORITY = (0.0, 1.0, 0.0)
-"""Weights of (use count, last-use token, next-use token): keep-worthiness = last-use token."""
+
+
+def weights(n_tokens: int) -> tuple[float, float, float]:
+    """Weights of (use count, last-use token, next-use token) for a trace of ``n_tokens`` tokens.
+    Keep-worthiness = last-use token."""
+    return (0.0, 1.0, 0.0)

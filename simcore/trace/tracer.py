@@ -34,8 +34,15 @@ from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter
 from simcore.trace.registry import DEFAULT_MODEL, decoder_layers, glu_parts, load_model
 from simcore.trace.text import EMBEDDED_SOURCE, load_text, split_windows, tokenize
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16", "half": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
 FP16_MAX = 65504.0
 
 
@@ -57,14 +64,19 @@ class TraceResult:
 
 def _activation_name(mlp: Any, config: Any) -> str:
     act = getattr(mlp, "act_fn", None) or getattr(mlp, "activation_fn", None)
-    names = [type(act).__name__.lower(), str(getattr(config, "hidden_act", "")).lower(),
-             str(getattr(config, "hidden_activation", "") or "").lower()]
+    names = [
+        type(act).__name__.lower(),
+        str(getattr(config, "hidden_act", "")).lower(),
+        str(getattr(config, "hidden_activation", "") or "").lower(),
+    ]
     for n in names:
         if "gelu" in n:
             return "gelu"
         if "silu" in n or "swish" in n:
             return "silu"
-    raise ConfigError(f"MLP activation {names[0]!r} is neither SiLU nor GELU; simcore models SwiGLU and GeGLU MLPs only")
+    raise ConfigError(
+        f"MLP activation {names[0]!r} is neither SiLU nor GELU; simcore models SwiGLU and GeGLU MLPs only"
+    )
 
 
 def _is_tied(model: Any) -> bool:
@@ -276,7 +288,6 @@ class _Appender:
             self._check()
 
 
-
 def _torch_dtype(dtype: str) -> Any:
     import torch
 
@@ -362,9 +373,15 @@ def trace_windows(
     out = Path(out)
     nll, n_pred = 0.0, 0
     start = time.perf_counter()
-    with TraceWriter(out, meta) as writer, _Recorder(layers, shape.d_int) as rec, _Appender(writer) as appender, \
-            torch.inference_mode(), tqdm(total=n_tokens, unit="tok", unit_scale=True, disable=not progress,
-                                         desc=f"trace {name}", leave=False) as bar:
+    with (
+        TraceWriter(out, meta) as writer,
+        _Recorder(layers, shape.d_int) as rec,
+        _Appender(writer) as appender,
+        torch.inference_mode(),
+        tqdm(
+            total=n_tokens, unit="tok", unit_scale=True, disable=not progress, desc=f"trace {name}", leave=False
+        ) as bar,
+    ):
         for ids in windows:
             ids_np = np.asarray(ids, dtype=np.int64)
             ids_t = torch.from_numpy(ids_np).to(device)
@@ -379,11 +396,20 @@ def trace_windows(
         seconds = time.perf_counter() - start
         ppl = float(np.exp(nll / n_pred)) if n_pred else float("nan")
         writer.meta.extra.update(
-            perplexity=ppl, perplexity_tokens=n_pred, seconds=round(seconds, 3),
+            perplexity=ppl,
+            perplexity_tokens=n_pred,
+            seconds=round(seconds, 3),
             tokens_per_s=round(n_tokens / seconds, 2),
         )
-    return TraceResult(path=out, n_tokens=n_tokens, n_layers=len(layers), seconds=seconds,
-                       tokens_per_s=n_tokens / seconds, perplexity=ppl, bytes=_dir_bytes(out))
+    return TraceResult(
+        path=out,
+        n_tokens=n_tokens,
+        n_layers=len(layers),
+        seconds=seconds,
+        tokens_per_s=n_tokens / seconds,
+        perplexity=ppl,
+        bytes=_dir_bytes(out),
+    )
 
 
 def trace_model(
@@ -460,6 +486,15 @@ def trace_model(
     except ImportError:  # pragma: no cover
         pass
     out = Path(out) if out is not None else default_out(name)
-    result = trace_windows(lm, split_windows(ids, seq_len), out, name=name, source=source, seq_len=seq_len,
-                           tokenizer_name=tok_name, progress=progress, extra=extra)
+    result = trace_windows(
+        lm,
+        split_windows(ids, seq_len),
+        out,
+        name=name,
+        source=source,
+        seq_len=seq_len,
+        tokenizer_name=tok_name,
+        progress=progress,
+        extra=extra,
+    )
     return result.path
