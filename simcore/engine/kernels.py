@@ -27,6 +27,8 @@ LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 FIRST_DIGIT_BITS = 11
+DIRECT_BITS = 15  # keys this narrow are counted in one histogram of 2^15 bins
+HIST_SIZE = 1 << DIRECT_BITS
 HIST_COPIES = 4  # interleaved histograms: consecutive increments of one bin do not wait on each other
 
 
@@ -35,18 +37,21 @@ def kth_key(keys, n, k, nbits, cand, hist):
     """Radix select: the (k+1)-th smallest ``v`` of the non-negative integer ``keys[:n]`` (each
     < 2^nbits), found digit by digit from the top: a histogram of the top 11 bits and a filter over all
     keys, then 8 bits at a time over the shrinking candidate list. ``cand`` (int32, length >= n) and
-    ``hist`` (int32[HIST_COPIES << FIRST_DIGIT_BITS]) are scratch. Requires 0 <= k < n.
+    ``hist`` (int32[HIST_SIZE]) are scratch. Requires 0 <= k < n.
 
     Returns (v, take, nc): the k+1 smallest are all keys < v plus the ``take`` lowest positions among
     the ``nc`` keys equal to v, which ``cand[:nc]`` lists in ascending order.
     """
     width = min(max(nbits, 1), FIRST_DIGIT_BITS)
+    if nbits <= DIRECT_BITS:
+        width = max(nbits, 1)  # one histogram of every key value: no further rounds
     shift = max(nbits, 1) - width
     bins = 1 << width
-    hist[: HIST_COPIES * bins] = 0
+    copies = HIST_COPIES if bins <= 1 << FIRST_DIGIT_BITS else 1
+    hist[: copies * bins] = 0
     for p in range(n):
-        hist[(p & (HIST_COPIES - 1)) * bins + (keys[p] >> shift)] += 1
-    for c in range(1, HIST_COPIES):
+        hist[(p & (copies - 1)) * bins + (keys[p] >> shift)] += 1
+    for c in range(1, copies):
         for d in range(bins):
             hist[d] += hist[c * bins + d]
     remaining = k + 1
@@ -172,15 +177,16 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
 @njit(**NJIT)
 def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
     """Policy priorities of the units where ``mask`` is True as non-negative int64 keys (minus their
-    minimum) in ``ckeys``; elsewhere a key above them all. Returns the keys' bit width."""
-    lo = np.int64(2**62)
-    hi = -lo
+    minimum) in ``ckeys``; elsewhere a key above them all. Returns the keys' bit width. Branch-free."""
+    w0, w1, w2 = np.int64(pw[0]), np.int64(pw[1]), np.int64(pw[2])
+    big = np.int64(2**62)
+    lo = big
+    hi = -big
     for u in range(n):
-        p = np.int64(pw[0] * count[u] + pw[1] * last[u] + pw[2] * next_use[u])
+        p = w0 * count[u] + w1 * last[u] + w2 * next_use[u]
         ckeys[u] = p
-        if mask[u]:
-            lo = min(lo, p)
-            hi = max(hi, p)
+        lo = min(lo, p if mask[u] else big)
+        hi = max(hi, p if mask[u] else -big)
     top = hi - lo + 1
     for u in range(n):
         ckeys[u] = ckeys[u] - lo if mask[u] else top
@@ -199,10 +205,10 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
     n = used.shape[0]
     hits = 0
     for u in range(n):
-        x = used[u]
-        hits += x and in_cache[u]
+        x = np.int64(used[u])
+        hits += x & np.int64(in_cache[u])
         count[u] += x
-        last[u] = t if x else last[u]
+        last[u] += x * (t - last[u])
     if cap <= 0:
         return hits
     occ = state[0]
@@ -266,7 +272,7 @@ def replay_batch(scores, hmag, lut, has_mass, mode, k, thr, aware, gamma, gamma_
     used = np.zeros(n, np.bool_)
     keys = np.empty(n, np.int64)
     cand = np.empty(n, np.int32)
-    hist = np.empty(HIST_COPIES << FIRST_DIGIT_BITS, np.int32)
+    hist = np.empty(HIST_SIZE, np.int32)
     wbuf = np.empty(n, np.float32)
     ckeys = np.empty(n, np.int64)
     cmark = np.zeros(n, np.bool_)
@@ -294,7 +300,7 @@ def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_
     used = np.zeros(n_units, np.bool_)
     keys = np.empty(n_units, np.int64)
     cand = np.empty(n_units, np.int32)
-    hist = np.empty(HIST_COPIES << FIRST_DIGIT_BITS, np.int32)
+    hist = np.empty(HIST_SIZE, np.int32)
     wbuf = np.empty(n_units, np.float32)
     in_cache = np.zeros(n_units, np.bool_)
     dummy = np.empty(n_units, np.uint16)
@@ -335,7 +341,7 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
     used = np.zeros(n, np.bool_)
     cand = np.empty(n, np.int32)
     ckeys = np.empty(n, np.int64)
-    hist = np.empty(HIST_COPIES << FIRST_DIGIT_BITS, np.int32)
+    hist = np.empty(HIST_SIZE, np.int32)
     cmark = np.zeros(n, np.bool_)
     for t in range(T):
         a0, a1 = ptr[t], ptr[t + 1]
