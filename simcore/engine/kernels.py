@@ -3,7 +3,7 @@
 Vocabulary: ``U`` units of one kind in one layer (d input channels or d_int neurons); a token's
 *selection* is the set of units its mask uses, the boolean ``used[U]``. Every per-token pass is a
 branch-free sweep over such U-long arrays, which the compiler vectorises. Cache state of one (layer, kind): ``in_cache[U]`` (bool), ``count[U]``,
-``last[U]``, ``next_use[U]`` (int64: uses so far, last-use token, next-use token) and ``state[0]``
+``last[U]``, ``next_use[U]`` (int32: uses so far, last-use token, next-use token) and ``state[0]``
 = occupancy. Order rules, everywhere: top-k takes the largest scores, ties to the lower unit
 index; eviction drops the lowest policy priority, ties to the lower unit index first.
 
@@ -21,7 +21,7 @@ from numba import njit
 from simcore.config import NJIT, NJIT_REDUCE
 
 MODE_ALL, MODE_TOPK, MODE_THRESHOLD = 0, 1, 2
-NEVER = np.int64(2**40)  # next-use time of a unit not yet seen (never compared: it is not cached)
+NEVER = np.int32(2**31 - 1)  # next-use time of a unit not yet seen (never compared: it is not cached)
 LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 """float16 bit pattern -> float32 value (NaN patterns map to NaN; magnitudes never hold them)."""
 
@@ -130,7 +130,7 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
         fixed_n: the fixed_n largest raw values are exempt from re-weighting.
         approx_m: if > k, approximate selection: among the approx_m largest raw values take the cached
             units first (by value), then the uncached ones (by value).
-        keys: int64[U], cand: int32[U], hist (see kth_key), wbuf: float32[U] scratch.
+        keys: uint32[U], cand: int32[U], hist (see kth_key), wbuf: float32[U] scratch.
     Returns:
         m, the number of units selected.
     """
@@ -150,12 +150,12 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
         return n if k > 0 else 0
     nbits = 16
     for u in range(n):
-        keys[u] = 65535 - np.int64(row[u])  # smallest key = largest magnitude
+        keys[u] = np.uint32(65535) - np.uint32(row[u])  # smallest key = largest magnitude
     if aware and approx_m > k:
         mark_smallest(keys, n, approx_m, 16, used, cand, hist)  # the top-m candidates
         for u in range(n):
             # cached candidates first, then uncached candidates, each by magnitude; the rest last
-            keys[u] = keys[u] + (np.int64(not in_cache[u]) << 16) if used[u] else np.int64(1) << 17
+            keys[u] = keys[u] + (np.uint32(not in_cache[u]) << np.uint32(16)) if used[u] else np.uint32(1 << 17)
         nbits = 18
     elif aware:
         if fixed_n > 0:
@@ -168,7 +168,7 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
             wbuf[u] = lut[row[u]] * (one if (in_cache[u] or used[u]) else g)
         bits = wbuf.view(np.uint32)  # non-negative float32 bit patterns order like the values
         for u in range(n):
-            keys[u] = 4294967295 - np.int64(bits[u])
+            keys[u] = np.uint32(4294967295) - bits[u]
         nbits = 32
     mark_smallest(keys, n, k, nbits, used, cand, hist)
     return k
@@ -270,7 +270,7 @@ def replay_batch(scores, hmag, lut, has_mass, mode, k, thr, aware, gamma, gamma_
     T = scores.shape[0]
     n = in_cache.shape[0]
     used = np.zeros(n, np.bool_)
-    keys = np.empty(n, np.int64)
+    keys = np.empty(n, np.uint32)
     cand = np.empty(n, np.int32)
     hist = np.empty(HIST_SIZE, np.int32)
     wbuf = np.empty(n, np.float32)
@@ -298,7 +298,7 @@ def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_
     """
     T = scores.shape[0]
     used = np.zeros(n_units, np.bool_)
-    keys = np.empty(n_units, np.int64)
+    keys = np.empty(n_units, np.uint32)
     cand = np.empty(n_units, np.int32)
     hist = np.empty(HIST_SIZE, np.int32)
     wbuf = np.empty(n_units, np.float32)
@@ -320,10 +320,10 @@ def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_
 @njit(**NJIT)
 def next_use_times(idx, ptr, n_units):
     """For every access ``idx[ptr[t]:ptr[t+1]]`` of token t, the next token that uses the same unit, or
-    T (the end of the trace) if none: one backward pass. Returns int64[len(idx)]."""
+    T (the end of the trace) if none: one backward pass. Returns int32[len(idx)]."""
     T = ptr.shape[0] - 1
-    nxt = np.empty(idx.shape[0], np.int64)
-    seen = np.full(n_units, T, np.int64)
+    nxt = np.empty(idx.shape[0], np.int32)
+    seen = np.full(n_units, T, np.int32)
     for t in range(T - 1, -1, -1):
         for a in range(ptr[t], ptr[t + 1]):
             u = idx[a]

@@ -228,9 +228,9 @@ class KindSim:
         self.gamma, self.gamma_warmup, self.fixed_top_n, self.approx_m = gamma, gamma_warmup, fixed_top_n, approx_m
         self.pw = np.asarray(pol.weights(T), np.float64)
         self.in_cache = np.zeros(n_units, np.bool_)
-        self.count = np.zeros(n_units, np.int64)
-        self.last = np.zeros(n_units, np.int64)
-        self.next_use = np.full(n_units, K.NEVER, np.int64)
+        self.count = np.zeros(n_units, np.int32)
+        self.last = np.zeros(n_units, np.int32)
+        self.next_use = np.full(n_units, K.NEVER, np.int32)
         self.state = np.zeros(1, np.int64)
         self.used, self.hits = np.zeros(T, np.int32), np.zeros(T, np.int32)
         self.kept, self.tot = np.zeros(T), np.zeros(T)
