@@ -27,9 +27,8 @@ LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 FIRST_DIGIT_BITS = 11
-DIRECT_BITS = 15  # keys this narrow are counted in one histogram of 2^15 bins
-HIST_SIZE = 1 << DIRECT_BITS
 HIST_COPIES = 4  # interleaved histograms: consecutive increments of one bin do not wait on each other
+HIST_SIZE = HIST_COPIES << FIRST_DIGIT_BITS
 
 
 @njit(**NJIT)
@@ -43,15 +42,12 @@ def kth_key(keys, n, k, nbits, cand, hist):
     the ``nc`` keys equal to v, which ``cand[:nc]`` lists in ascending order.
     """
     width = min(max(nbits, 1), FIRST_DIGIT_BITS)
-    if nbits <= DIRECT_BITS:
-        width = max(nbits, 1)  # one histogram of every key value: no further rounds
     shift = max(nbits, 1) - width
     bins = 1 << width
-    copies = HIST_COPIES if bins <= 1 << FIRST_DIGIT_BITS else 1
-    hist[: copies * bins] = 0
+    hist[: HIST_COPIES * bins] = 0
     for p in range(n):
-        hist[(p & (copies - 1)) * bins + (keys[p] >> shift)] += 1
-    for c in range(1, copies):
+        hist[(p & (HIST_COPIES - 1)) * bins + (keys[p] >> shift)] += 1
+    for c in range(1, HIST_COPIES):
         for d in range(bins):
             hist[d] += hist[c * bins + d]
     remaining = k + 1
@@ -155,22 +151,31 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
         mark_smallest(keys, n, approx_m, 16, used, cand, hist)  # the top-m candidates
         for u in range(n):
             # cached candidates first, then uncached candidates, each by magnitude; the rest last
-            keys[u] = keys[u] + (np.uint32(not in_cache[u]) << np.uint32(16)) if used[u] else np.uint32(1 << 17)
+            keys[u] = keys[u] + (np.uint32(in_cache[u] ^ True) << np.uint32(16)) if used[u] else np.uint32(1 << 17)
         nbits = 18
     elif aware:
         if fixed_n > 0:
             mark_smallest(keys, n, fixed_n, 16, used, cand, hist)  # exempt from re-weighting
         else:
             used[:] = False
-        g = np.float32(gamma_t)
-        one = np.float32(1.0)
+        weight = np.empty(2, np.float32)  # [uncached, cached]: a gather, not a branch
+        weight[0] = np.float32(gamma_t)
+        weight[1] = np.float32(1.0)
         for u in range(n):
-            wbuf[u] = lut[row[u]] * (one if (in_cache[u] or used[u]) else g)
+            wbuf[u] = lut[row[u]] * weight[np.uint8(in_cache[u] | used[u])]
         bits = wbuf.view(np.uint32)  # non-negative float32 bit patterns order like the values
         for u in range(n):
             keys[u] = np.uint32(4294967295) - bits[u]
         nbits = 32
-    mark_smallest(keys, n, k, nbits, used, cand, hist)
+    lo = keys[0]
+    for u in range(n):
+        lo = min(lo, keys[u])
+    hi = keys[0]
+    for u in range(n):
+        hi = max(hi, keys[u])
+    for u in range(n):  # keys from 0: the radix digits then split the values actually present
+        keys[u] -= lo
+    mark_smallest(keys, n, k, bit_length(np.int64(hi - lo)), used, cand, hist)
     return k
 
 
@@ -180,13 +185,14 @@ def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
     minimum) in ``ckeys``; elsewhere a key above them all. Returns the keys' bit width. Branch-free."""
     w0, w1, w2 = np.int64(pw[0]), np.int64(pw[1]), np.int64(pw[2])
     big = np.int64(2**62)
+    for u in range(n):
+        ckeys[u] = w0 * count[u] + w1 * last[u] + w2 * next_use[u]
     lo = big
+    for u in range(n):
+        lo = min(lo, ckeys[u] if mask[u] else big)
     hi = -big
     for u in range(n):
-        p = w0 * count[u] + w1 * last[u] + w2 * next_use[u]
-        ckeys[u] = p
-        lo = min(lo, p if mask[u] else big)
-        hi = max(hi, p if mask[u] else -big)
+        hi = max(hi, ckeys[u] if mask[u] else -big)
     top = hi - lo + 1
     for u in range(n):
         ckeys[u] = ckeys[u] - lo if mask[u] else top
@@ -204,11 +210,12 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
     """
     n = used.shape[0]
     hits = 0
+    for u in range(n):  # one array written per loop, so that each loop vectorises
+        hits += used[u] & in_cache[u]
     for u in range(n):
-        x = np.int64(used[u])
-        hits += x & np.int64(in_cache[u])
-        count[u] += x
-        last[u] += x * (t - last[u])
+        count[u] += used[u]
+    for u in range(n):
+        last[u] = t if used[u] else last[u]
     if cap <= 0:
         return hits
     occ = state[0]
@@ -217,22 +224,22 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
         nbits = _priority_keys(used, n, count, last, next_use, pw, ckeys)
         mark_smallest(ckeys, n, m - cap, nbits, cmark, cand, hist)  # the ones that do not stay
         for u in range(n):
-            in_cache[u] = used[u] and not cmark[u]
+            in_cache[u] = used[u] > cmark[u]  # used and not dropped; bool operators, no branches
         state[0] = cap
         return hits
     misses = m - hits
     evict = occ + misses - cap
     if evict > 0:
         for u in range(n):
-            cmark[u] = in_cache[u] and not used[u]  # eviction candidates
+            cmark[u] = in_cache[u] > used[u]  # eviction candidates: cached and not used
         nbits = _priority_keys(cmark, n, count, last, next_use, pw, ckeys)
         mark_smallest(ckeys, n, evict, nbits, cmark, cand, hist)  # the victims
         for u in range(n):
-            in_cache[u] = (in_cache[u] and not cmark[u]) or used[u]
+            in_cache[u] = (in_cache[u] > cmark[u]) | used[u]
         occ -= evict
     else:
         for u in range(n):
-            in_cache[u] = in_cache[u] or used[u]
+            in_cache[u] = in_cache[u] | used[u]
     state[0] = occ + misses
     return hits
 

@@ -7,10 +7,11 @@
       layers/000.parquet    rows = tokens in order; columns:
                               token_id  int32
                               position  int32   (position inside its window of seq_len tokens)
-                              x         fixed_size_list<float16>[d]      |MLP input after norm|
-                              h         fixed_size_list<float16>[d_int]  |GLU activation|
-                              gate      fixed_size_list<float16>[d_int]  |act(W_g x)|
-                              up        fixed_size_list<float16>[d_int]  |W_u x|
+                              x         float16[d]      |MLP input after norm|
+                              h         float16[d_int]  |GLU activation|
+                              gate      float16[d_int]  |act(W_g x)|
+                              up        float16[d_int]  |W_u x|
+                            (float16[w]: w float16 values per row, see value_field)
       layers/001.parquet ...
 
 The writer writes into a hidden temporary directory beside the target and renames it into
@@ -73,16 +74,37 @@ def layer_file(layer: int) -> str:
     return f"{LAYER_DIR}/{layer:03d}.parquet"
 
 
-def value_type(width: int) -> pa.DataType:
-    """Arrow type of a magnitude column: a non-null fixed-size list of non-null float16 (no null
-    bitmaps or definition levels to decode: about 40% faster to read than the nullable default)."""
-    return pa.list_(pa.field("element", pa.float16(), nullable=False), width)
+def value_field(name: str, width: int) -> pa.Field:
+    """A magnitude column: ``width`` little-endian IEEE float16 values per row, stored as one Parquet
+    FIXED_LEN_BYTE_ARRAY of 2 * width bytes (Arrow ``fixed_size_binary``), with field metadata
+    ``simcore.dtype = float16`` and ``simcore.width``. Logically a float16 fixed-size list; stored
+    without Parquet's per-value repetition levels, which makes a layer about 7x faster to read and
+    5x faster to write than ``fixed_size_list<float16>`` (docs/trace-format.md). The reader also
+    accepts ``fixed_size_list<float16>[width]`` columns."""
+    meta = {b"simcore.dtype": b"float16", b"simcore.width": str(width).encode()}
+    return pa.field(name, pa.binary(2 * width), nullable=False, metadata=meta)
 
 
-def _fixed_list(values: np.ndarray) -> pa.FixedSizeListArray:
-    values = np.ascontiguousarray(values, dtype=np.float16)
-    flat = pa.array(values.reshape(-1), type=pa.float16())
-    return pa.FixedSizeListArray.from_arrays(flat, type=value_type(values.shape[1]))
+def _fixed_binary(values: np.ndarray) -> pa.FixedSizeBinaryArray:
+    values = np.ascontiguousarray(values, dtype="<f2")
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * values.shape[1]), values.shape[0],
+                                                [None, pa.py_buffer(values.view(np.uint8))])
+
+
+def _float16_matrix(col: pa.Array, width: int) -> np.ndarray:
+    """(rows, width) float16 view of a magnitude column (zero-copy for the binary layout)."""
+    if pa.types.is_fixed_size_binary(col.type):
+        return np.frombuffer(col.buffers()[1], dtype="<f2", count=len(col) * width,
+                             offset=col.offset * 2 * width).reshape(len(col), width)
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
+
+
+def _is_float16_column(typ: pa.DataType | None, width: int) -> bool:
+    if typ is None:
+        return False
+    if pa.types.is_fixed_size_binary(typ):
+        return typ.byte_width == 2 * width
+    return pa.types.is_fixed_size_list(typ) and typ.list_size == width and typ.value_type == pa.float16()
 
 
 class TraceWriter:
@@ -112,7 +134,7 @@ class TraceWriter:
             raise TraceError(f"trace columns must include x and h and be among {VALUE_COLUMNS}; got {self.meta.columns}")
         widths = self.meta.widths()
         fields = [pa.field("token_id", pa.int32(), nullable=False), pa.field("position", pa.int32(), nullable=False)]
-        fields += [pa.field(c, value_type(widths[c]), nullable=False) for c in self.meta.columns]
+        fields += [value_field(c, widths[c]) for c in self.meta.columns]
         self.schema = pa.schema(fields)
 
     def __enter__(self) -> TraceWriter:
@@ -142,7 +164,7 @@ class TraceWriter:
             v = values[c]
             if v.shape != (n, w):
                 raise TraceError(f"column {c} of layer {layer} has shape {v.shape}, expected ({n}, {w})")
-            cols.append(_fixed_list(v))
+            cols.append(_fixed_binary(v))
         table = pa.Table.from_arrays(cols, schema=self.schema)
         w = self._writers.get(layer)
         if w is None:
@@ -248,8 +270,7 @@ class TraceReader:
                                  f"{META_FILE} says {self.meta.n_tokens}; re-create the trace")
             schema = f.schema_arrow
             for c, w in widths.items():
-                typ = schema.field(c).type if c in schema.names else None
-                if not (pa.types.is_fixed_size_list(typ) and typ.list_size == w and typ.value_type == pa.float16()):
+                if not _is_float16_column(schema.field(c).type if c in schema.names else None, w):
                     raise TraceError(f"{self.path / layer_file(layer)}: column {c!r} is missing or not "
                                      f"float16[{w}]; the file does not belong to this trace's model")
 
@@ -276,7 +297,7 @@ class TraceReader:
                 for c in columns:
                     col = batch.column(c)
                     if c in widths:
-                        out[c] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), widths[c])
+                        out[c] = _float16_matrix(col, widths[c])
                     else:
                         out[c] = col.to_numpy()
                 yield out
