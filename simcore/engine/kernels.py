@@ -35,21 +35,18 @@ HIST_SIZE = HIST_COPIES << FIRST_DIGIT_BITS
 def kth_key(keys, n, k, nbits, cand, hist):
     """Radix select: the (k+1)-th smallest ``v`` of the non-negative integer ``keys[:n]`` (each
     < 2^nbits), found digit by digit from the top: a histogram of the top 11 bits and a filter over all
-    keys, then 8 bits at a time over the shrinking candidate list. ``cand`` (int32, length >= n) and
+    keys (fewer bits for short arrays, about 8 keys a bin), then 8 bits at a time over the shrinking
+    candidate list. ``cand`` (int32, length >= n) and
     ``hist`` (int32[HIST_SIZE]) are scratch. Requires 0 <= k < n.
 
     Returns (v, take, nc): the k+1 smallest are all keys < v plus the ``take`` lowest positions among
     the ``nc`` keys equal to v, which ``cand[:nc]`` lists in ascending order.
     """
-    width = min(max(nbits, 1), FIRST_DIGIT_BITS)
+    width = min(max(nbits, 1), FIRST_DIGIT_BITS, max(bit_length(n) - 3, 1))  # about 8+ keys a bin
     shift = max(nbits, 1) - width
-    bins = 1 << width
-    hist[: HIST_COPIES * bins] = 0
+    hist[: 1 << width] = 0
     for p in range(n):
-        hist[(p & (HIST_COPIES - 1)) * bins + (keys[p] >> shift)] += 1
-    for c in range(1, HIST_COPIES):
-        for d in range(bins):
-            hist[d] += hist[c * bins + d]
+        hist[keys[p] >> shift] += 1
     remaining = k + 1
     c = 0
     d = 0
