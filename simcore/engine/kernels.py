@@ -27,8 +27,7 @@ LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 FIRST_DIGIT_BITS = 11
-HIST_COPIES = 4  # interleaved histograms: consecutive increments of one bin do not wait on each other
-HIST_SIZE = HIST_COPIES << FIRST_DIGIT_BITS
+HIST_SIZE = 1 << FIRST_DIGIT_BITS
 
 
 @njit(**NJIT)
@@ -36,8 +35,8 @@ def kth_key(keys, n, k, nbits, cand, hist):
     """Radix select: the (k+1)-th smallest ``v`` of the non-negative integer ``keys[:n]`` (each
     < 2^nbits), found digit by digit from the top: a histogram of the top 11 bits and a filter over all
     keys (fewer bits for short arrays, about 8 keys a bin), then 8 bits at a time over the shrinking
-    candidate list. ``cand`` (int32, length >= n) and
-    ``hist`` (int32[HIST_SIZE]) are scratch. Requires 0 <= k < n.
+    candidate list. ``cand`` (int32, length >= n) and ``hist`` (int32[HIST_SIZE]) are scratch.
+    Requires 0 <= k < n.
 
     Returns (v, take, nc): the k+1 smallest are all keys < v plus the ``take`` lowest positions among
     the ``nc`` keys equal to v, which ``cand[:nc]`` lists in ascending order.
