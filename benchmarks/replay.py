@@ -50,13 +50,33 @@ def ensure_trace(path: Path, tokens: int) -> None:
     if (path / "trace.json").exists():
         return
     print(f"generating {path} (mistral7b shapes, {tokens} tokens, columns x,h) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "simcore", "synth", "--model", "mistral7b", "--tokens", str(tokens),
-                    "--columns", "x,h", "--out", str(path), "--no-progress"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simcore",
+            "synth",
+            "--model",
+            "mistral7b",
+            "--tokens",
+            str(tokens),
+            "--columns",
+            "x,h",
+            "--out",
+            str(path),
+            "--no-progress",
+        ],
+        check=True,
+    )
 
 
 def run_engine(trace: Path, tokens: int, threads: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", ENGINE_RUN, str(trace), str(tokens), str(threads), json.dumps(SETTING)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", ENGINE_RUN, str(trace), str(tokens), str(threads), json.dumps(SETTING)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,7 +104,9 @@ def run_numpy(trace: Path, tokens: int):
         data = reader.read_layer(layer, ("x", "h"))
         kinds = []
         for spec, kp, frac in zip(sel.kinds, mem.kinds, sel.fractions):
-            kinds.append((spec, NumpyKind(spec.n_units, int(round(frac * spec.n_units)), kp.capacity, cfg.gamma, weights)))
+            kinds.append(
+                (spec, NumpyKind(spec.n_units, int(round(frac * spec.n_units)), kp.capacity, cfg.gamma, weights))
+            )
         stream = []
         t0 = time.perf_counter()
         for t in range(tokens):
@@ -154,14 +176,20 @@ def main() -> None:
         print(f"{name:<22}{'' if a is None else f'{a:,.0f}':>16}{b / 1e6:>12.1f} M   {note}")
     print()
     same = check["hits"] == np_hits and check["accesses"] == np_acc
-    print(f"NumPy hits on {n_tok} tokens: {np_hits} of {np_acc}; engine: {check['hits']} of {check['accesses']} "
-          f"-> {'identical' if same else 'DIFFERENT'}")
+    print(
+        f"NumPy hits on {n_tok} tokens: {np_hits} of {np_acc}; engine: {check['hits']} of {check['accesses']} "
+        f"-> {'identical' if same else 'DIFFERENT'}"
+    )
     print(f"engine / NumPy          : {acc(e1) / (np_acc / np_s):6.1f}x  (target >= 10x)")
-    print(f"engine / libCacheSim LRU: {acc(e1) / (stream.shape[0] / lcs_s):6.1f}x  (target >= 30x; "
-          f"libCacheSim hit ratio {lcs_hit:.3f} with one shared LRU of {capacity} units)")
+    print(
+        f"engine / libCacheSim LRU: {acc(e1) / (stream.shape[0] / lcs_s):6.1f}x  (target >= 30x; "
+        f"libCacheSim hit ratio {lcs_hit:.3f} with one shared LRU of {capacity} units)"
+    )
     print(f"token-layers/s, 1 thread: {tl(e1):,.0f}  (target >= 10,000)")
-    print(f"peak RSS: {e1['peak_rss_mb']:.0f} MB at {e1['tokens']} tokens, {short['peak_rss_mb']:.0f} MB at "
-          f"{short['tokens']} tokens, {e2['peak_rss_mb']:.0f} MB with 2 threads  (target < 1024 MB)")
+    print(
+        f"peak RSS: {e1['peak_rss_mb']:.0f} MB at {e1['tokens']} tokens, {short['peak_rss_mb']:.0f} MB at "
+        f"{short['tokens']} tokens, {e2['peak_rss_mb']:.0f} MB with 2 threads  (target < 1024 MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ def _options_from(model: type[BaseModel], skip: tuple[str, ...] = ()):
             if name in skip:
                 continue
             ann = fld.annotation
-            args = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union else ()
+            args = (
+                typing.get_args(ann)
+                if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union
+                else ()
+            )
             base = next((a for a in args if a is not type(None)), ann) if args else ann
             opt = "--" + name.replace("_", "-")
             default = fld.default
@@ -34,8 +38,13 @@ def _options_from(model: type[BaseModel], skip: tuple[str, ...] = ()):
             if base is bool:
                 f = click.option(opt + "/--no-" + name.replace("_", "-"), name, default=default, help=help_)(f)
             elif typing.get_origin(base) is list:
-                f = click.option(opt, name, default=None, help=help_ + " (comma-separated)",
-                                 callback=lambda c, p, v: [float(s) for s in v.split(",")] if v else None)(f)
+                f = click.option(
+                    opt,
+                    name,
+                    default=None,
+                    help=help_ + " (comma-separated)",
+                    callback=lambda c, p, v: [float(s) for s in v.split(",")] if v else None,
+                )(f)
             else:
                 ctype = {int: int, float: float}.get(base, str)
                 f = click.option(opt, name, type=ctype, default=None, show_default=False, help=help_)(f)
@@ -64,9 +73,15 @@ from simcore.engine.replay import ReplayConfig  # noqa: E402
 @cli.command()
 @_options_from(ReplayConfig)
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON instead of the table")
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="also write per-layer results to FILE.parquet "
-              "(or FILE.json); the resolved configuration is stored with them")
-@click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: when stderr is a terminal)")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False),
+    help="also write per-layer results to FILE.parquet (or FILE.json); the resolved configuration is stored with them",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="progress bar on stderr (default: when stderr is a terminal)"
+)
 def replay(as_json, out, progress, **settings):
     """Replay a trace under a masking method, cache policy and device; print hit rates, bytes per
     token and tokens/s.
@@ -91,14 +106,24 @@ def replay(as_json, out, progress, **settings):
 
 
 @cli.command()
-@click.option("--model", default="smollm2-135m", show_default=True,
-              help="model shape preset: smollm2-135m, mistral7b, llama3-8b, phi3-mini, phi3-medium")
+@click.option(
+    "--model",
+    default="smollm2-135m",
+    show_default=True,
+    help="model shape preset: smollm2-135m, mistral7b, llama3-8b, phi3-mini, phi3-medium",
+)
 @click.option("--tokens", type=int, default=512, show_default=True, help="tokens to generate")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="trace directory [default: traces/<model>-synth]")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="trace directory [default: traces/<model>-synth]"
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same trace)")
 @click.option("--seq-len", type=int, default=256, show_default=True, help="tokens per window (recorded as positions)")
-@click.option("--phi", type=float, default=0.7, show_default=True, help="token-to-token correlation of each channel (AR(1))")
-@click.option("--columns", default="x,h,gate,up", show_default=True, help="magnitude columns to write (x and h required)")
+@click.option(
+    "--phi", type=float, default=0.7, show_default=True, help="token-to-token correlation of each channel (AR(1))"
+)
+@click.option(
+    "--columns", default="x,h,gate,up", show_default=True, help="magnitude columns to write (x and h required)"
+)
 @click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: when a terminal)")
 def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
     """Write a synthetic trace with realistic structure (heavy tails, persistent channels,
@@ -106,9 +131,16 @@ def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
     from simcore.trace.synth import synth_trace
 
     out = out or f"traces/{model}-synth"
-    path = synth_trace(model, tokens, out, seed=seed, seq_len=seq_len, phi=phi,
-                       columns=tuple(c.strip() for c in columns.split(",")),
-                       progress=sys.stderr.isatty() if progress is None else progress)
+    path = synth_trace(
+        model,
+        tokens,
+        out,
+        seed=seed,
+        seq_len=seq_len,
+        phi=phi,
+        columns=tuple(c.strip() for c in columns.split(",")),
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
     click.echo(f"wrote synthetic {model} trace of {tokens} tokens to {path}")
 
 

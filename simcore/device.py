@@ -28,11 +28,13 @@ class Device(BaseModel):
     dram_bw_gbps: float = Field(gt=0, description="DRAM read bandwidth the model achieves, GB/s")
     flash_bw_gbps: float = Field(gt=0, description="effective Flash read bandwidth for weight streaming, GB/s")
     dram_capacity_gb: float | None = Field(default=None, gt=0, description="physical DRAM of the device, GB")
-    dram_budget_gb: float | None = Field(default=None, gt=0,
-                                         description="default DRAM available to the model, GB (--dram overrides)")
+    dram_budget_gb: float | None = Field(
+        default=None, gt=0, description="default DRAM available to the model, GB (--dram overrides)"
+    )
     flash_peak_gbps: float | None = Field(default=None, gt=0, description="Flash interface peak, GB/s (information)")
-    compute_tops: float | None = Field(default=None, gt=0,
-                                       description="sustained compute, 10^12 ops/s; enables the compute term")
+    compute_tops: float | None = Field(
+        default=None, gt=0, description="sustained compute, 10^12 ops/s; enables the compute term"
+    )
     sources: list[str] = Field(default_factory=list, description="where the figures come from")
 
     @model_validator(mode="after")
@@ -40,10 +42,14 @@ class Device(BaseModel):
         if self.flash_peak_gbps is not None and self.flash_bw_gbps > self.flash_peak_gbps:
             raise ValueError(f"flash_bw_gbps ({self.flash_bw_gbps}) exceeds flash_peak_gbps ({self.flash_peak_gbps})")
         if self.flash_bw_gbps > self.dram_bw_gbps:
-            raise ValueError(f"flash_bw_gbps ({self.flash_bw_gbps}) exceeds dram_bw_gbps ({self.dram_bw_gbps}); "
-                             "Flash faster than DRAM is not a phone")
+            raise ValueError(
+                f"flash_bw_gbps ({self.flash_bw_gbps}) exceeds dram_bw_gbps ({self.dram_bw_gbps}); "
+                "Flash faster than DRAM is not a phone"
+            )
         if self.dram_capacity_gb and self.dram_budget_gb and self.dram_budget_gb > self.dram_capacity_gb:
-            raise ValueError(f"dram_budget_gb ({self.dram_budget_gb}) exceeds dram_capacity_gb ({self.dram_capacity_gb})")
+            raise ValueError(
+                f"dram_budget_gb ({self.dram_budget_gb}) exceeds dram_capacity_gb ({self.dram_capacity_gb})"
+            )
         return self
 
 
@@ -70,8 +76,10 @@ def load_device(name_or_path: str | Path) -> Device:
     if not (p.suffix in (".yaml", ".yml") or p.exists()):
         p = DEVICES_DIR / f"{name_or_path}.yaml"
         if not p.exists():
-            raise ConfigError(f"unknown device {str(name_or_path)!r}: choose one of {', '.join(available_devices())} "
-                              "or give the path of a YAML profile")
+            raise ConfigError(
+                f"unknown device {str(name_or_path)!r}: choose one of {', '.join(available_devices())} "
+                "or give the path of a YAML profile"
+            )
     if not p.is_file():
         raise ConfigError(f"device file {p} does not exist")
     try:

@@ -64,8 +64,15 @@ def kv_cache_bytes(shape: ModelShape, context: int, quant: Quant) -> float:
     return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * context * quant.kv_bits / 8
 
 
-def plan(shape: ModelShape, selection: Selection, dram_budget: int, quant: Quant, context: int,
-         kind_shares: tuple[float, ...] | None = None, cache: bool = True) -> MemoryPlan:
+def plan(
+    shape: ModelShape,
+    selection: Selection,
+    dram_budget: int,
+    quant: Quant,
+    context: int,
+    kind_shares: tuple[float, ...] | None = None,
+    cache: bool = True,
+) -> MemoryPlan:
     """Lay out DRAM for a model, a method's unit kinds and a budget.
 
     The MLP cache (budget - static part) is split uniformly over layers and, within a layer,
@@ -92,8 +99,10 @@ def plan(shape: ModelShape, selection: Selection, dram_budget: int, quant: Quant
     kind_bytes = [k.n_units * k.weights_per_unit * bpw for k in selection.kinds]
     shares = list(kind_shares) if kind_shares is not None else kind_bytes
     if len(shares) != len(selection.kinds) or min(shares) < 0 or sum(shares) <= 0:
-        raise ConfigError(f"--kind-split needs {len(selection.kinds)} non-negative weights "
-                          f"({', '.join(k.name for k in selection.kinds)})")
+        raise ConfigError(
+            f"--kind-split needs {len(selection.kinds)} non-negative weights "
+            f"({', '.join(k.name for k in selection.kinds)})"
+        )
     per_layer = min(mlp_cache, mlp_total) / shape.n_layers
     kinds = []
     for k, share in zip(selection.kinds, shares):

@@ -75,9 +75,18 @@ def shape_from_dims(
         norms=(2 * n_layers + 1) * d,
     )
     return ModelShape(
-        name=name, family=family, n_layers=n_layers, d=d, d_int=d_int, n_heads=n_heads,
-        n_kv_heads=n_kv_heads, head_dim=head_dim, vocab=vocab, tied=tied,
-        activation=activation, static_params=static,
+        name=name,
+        family=family,
+        n_layers=n_layers,
+        d=d,
+        d_int=d_int,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        head_dim=head_dim,
+        vocab=vocab,
+        tied=tied,
+        activation=activation,
+        static_params=static,
     )
 
 

@@ -46,8 +46,9 @@ def replay_table(result) -> str:
         "",
         f"per token (steady, after {c['warmup']} tokens): DRAM {format_bytes(t['dram_bytes_per_token_steady'])} -> "
         f"{t['t_dram_ms_steady']:.2f} ms, Flash {format_bytes(t['flash_bytes_per_token_steady'])} -> "
-        f"{t['t_flash_ms_steady']:.2f} ms" + (f", compute {t['t_compute_ms_steady']:.2f} ms" if t["t_compute_ms_steady"] else ""),
+        f"{t['t_flash_ms_steady']:.2f} ms"
+        + (f", compute {t['t_compute_ms_steady']:.2f} ms" if t["t_compute_ms_steady"] else ""),
         f"throughput  {t['tokens_per_s_steady']:.2f} tokens/s steady ({t['tokens_per_s']:.2f} over all tokens); "
-        f"MLP density {t['mlp_density']:.3f}; |h|^2 kept {t['mass_kept']:.3f}",
+        f"MLP density {t['mlp_density']:.3f}; |h|^2 kept {100 * t['mass_kept']:.2f}%",
     ]
     return "\n".join(lines)

@@ -43,15 +43,36 @@ def write_replay_parquet(result, path: str | os.PathLike) -> None:
     the resolved configuration and the memory plan are in the schema metadata (key ``simcore``)."""
     rows = list(result.layers)
     for name, k in result.kinds.items():
-        rows.append({"layer": -1, "kind": name, "capacity": k["capacity_per_layer"], "accesses": k["accesses"],
-                     "hits": k["hits"], "misses": k["misses"], "hit_rate": k["hit_rate"],
-                     "hit_rate_steady": k["hit_rate_steady"]})
+        rows.append(
+            {
+                "layer": -1,
+                "kind": name,
+                "capacity": k["capacity_per_layer"],
+                "accesses": k["accesses"],
+                "hits": k["hits"],
+                "misses": k["misses"],
+                "hit_rate": k["hit_rate"],
+                "hit_rate_steady": k["hit_rate_steady"],
+            }
+        )
     t = result.totals
-    rows.append({"layer": -1, "kind": "total", "accesses": t["accesses"], "hits": t["hits"], "misses": t["misses"],
-                 "hit_rate": t["hit_rate"], "hit_rate_steady": t["hit_rate_steady"],
-                 "tokens_per_s": t["tokens_per_s"], "tokens_per_s_steady": t["tokens_per_s_steady"],
-                 "flash_bytes_per_token": t["flash_bytes_per_token"], "dram_bytes_per_token": t["dram_bytes_per_token"],
-                 "mlp_density": t["mlp_density"], "mass_kept": t["mass_kept"]})
+    rows.append(
+        {
+            "layer": -1,
+            "kind": "total",
+            "accesses": t["accesses"],
+            "hits": t["hits"],
+            "misses": t["misses"],
+            "hit_rate": t["hit_rate"],
+            "hit_rate_steady": t["hit_rate_steady"],
+            "tokens_per_s": t["tokens_per_s"],
+            "tokens_per_s_steady": t["tokens_per_s_steady"],
+            "flash_bytes_per_token": t["flash_bytes_per_token"],
+            "dram_bytes_per_token": t["dram_bytes_per_token"],
+            "mlp_density": t["mlp_density"],
+            "mass_kept": t["mass_kept"],
+        }
+    )
     table = pa.Table.from_pylist(rows)
     meta = {"config": result.config, "memory": result.memory, "totals": result.totals}
     table = table.replace_schema_metadata({"simcore": json.dumps(meta)})

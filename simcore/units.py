@@ -12,9 +12,16 @@ import re
 from simcore.errors import ConfigError
 
 _UNITS = {
-    "": 1, "b": 1,
-    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
 }
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
@@ -28,8 +35,10 @@ def parse_size(text: str | int | float, what: str = "size") -> int:
     m = _SIZE_RE.match(str(text))
     unit = m.group(2).lower() if m else None
     if not m or unit not in _UNITS:
-        raise ConfigError(f"cannot read {what} {text!r}: write a number with a unit such as 4GB, 512MB or 4GiB "
-                          "(GB = 10^9 bytes, GiB = 2^30 bytes)")
+        raise ConfigError(
+            f"cannot read {what} {text!r}: write a number with a unit such as 4GB, 512MB or 4GiB "
+            "(GB = 10^9 bytes, GiB = 2^30 bytes)"
+        )
     return int(round(float(m.group(1)) * _UNITS[unit]))
 
 
@@ -42,13 +51,16 @@ def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
         if s.lower().endswith("/s"):
             value = parse_size(s[:-2], what) / 1e9 if s[:-2].strip()[-1:].isalpha() else None
             if value is None:
-                raise ConfigError(f"cannot read {what} {text!r}: write GB/s as a number (60) or with a unit (60GB/s, 500MB/s)")
+                raise ConfigError(
+                    f"cannot read {what} {text!r}: write GB/s as a number (60) or with a unit (60GB/s, 500MB/s)"
+                )
         else:
             try:
                 value = float(s)
             except ValueError:
-                raise ConfigError(f"cannot read {what} {text!r}: write GB/s as a number (60) or with a unit "
-                                  "(60GB/s, 500MB/s)") from None
+                raise ConfigError(
+                    f"cannot read {what} {text!r}: write GB/s as a number (60) or with a unit (60GB/s, 500MB/s)"
+                ) from None
     if not value > 0:
         raise ConfigError(f"{what} must be positive, got {text!r}")
     return value

@@ -45,8 +45,9 @@ def select(row, mode, k, thr, cache, aware, gamma, fixed_n, approx_m):
     return top(scores, k)
 
 
-def replay(scores, k, cap, policy="lru", mode="topk", thr=0.0, gamma=1.0, gamma_warmup=0, fixed_n=0, approx_m=0,
-           hmag=None):
+def replay(
+    scores, k, cap, policy="lru", mode="topk", thr=0.0, gamma=1.0, gamma_warmup=0, fixed_n=0, approx_m=0, hmag=None
+):
     """Per-token (used, hits, kept, tot) lists for one kind of one layer."""
     T = len(scores)
     aware = gamma < 1 or approx_m > k or fixed_n > 0
@@ -82,11 +83,11 @@ def replay(scores, k, cap, policy="lru", mode="topk", thr=0.0, gamma=1.0, gamma_
         if cap == 0 or policy == "none":
             continue
 
-        def key(u):
+        def key(u, t=t):
             return (priority(policy, count.get(u, 0), last.get(u, -1), next_use(u, t) if future else 0), u)
 
         if len(S) >= cap:
-            cache = set(sorted(S, key=key)[len(S) - cap:])
+            cache = set(sorted(S, key=key)[len(S) - cap :])
         else:
             missed = S - cache
             evict = len(cache) + len(missed) - cap

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import naive
 from simcore.engine.replay import simulate
 
 
@@ -105,7 +105,7 @@ def test_occupancy_never_exceeds_capacity(case, policy):
     scores = np.array(rows, np.float16)
     sim = KindSim(U, len(rows), K.MODE_TOPK, k=k, cap=cap, policy=policy)
     for t in range(len(rows)):  # one token at a time, checking the cache after each
-        sim.feed(scores[t:t + 1], None, t)
+        sim.feed(scores[t : t + 1], None, t)
         if not sim.future:
             assert sim.in_cache.sum() <= cap
             assert sim.in_cache.sum() == sim.state[0]
@@ -114,8 +114,12 @@ def test_occupancy_never_exceeds_capacity(case, policy):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(2, 20).flatmap(lambda U: st.tuples(st.just(U), st.lists(st.integers(0, U - 1), min_size=1, max_size=60))),
-       st.integers(1, 20))
+@given(
+    st.integers(2, 20).flatmap(
+        lambda U: st.tuples(st.just(U), st.lists(st.integers(0, U - 1), min_size=1, max_size=60))
+    ),
+    st.integers(1, 20),
+)
 def test_hits_never_decrease_with_capacity_for_stack_policies(case, cap):
     U, stream = case
     scores = _one_hot(stream, U)

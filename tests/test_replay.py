@@ -124,8 +124,10 @@ def test_replay_is_deterministic_and_writes_its_configuration(smol_trace, tmp_pa
 
 
 def test_more_dram_never_lowers_throughput_for_dip_lru(smol_trace):
-    rates = [replay(trace=str(smol_trace), method="dip", dram=d, policy="lru").totals["tokens_per_s"]
-             for d in ("60MB", "70MB", "80MB", "200MB")]
+    rates = [
+        replay(trace=str(smol_trace), method="dip", dram=d, policy="lru").totals["tokens_per_s"]
+        for d in ("60MB", "70MB", "80MB", "200MB")
+    ]
     assert rates == sorted(rates)
     assert math.isfinite(rates[-1])
 
@@ -139,19 +141,22 @@ def _cli(*args):
     return main(list(args))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--dram", "4XB"], "cannot read --dram '4XB'"),
-    (["--dram", "1MB"], "smaller than the model's resident part"),
-    (["--policy", "belady"], "needs masks that do not depend on the cache"),
-    (["--policy", "fifo"], "unknown policy 'fifo'"),
-    (["--method", "magic"], "unknown method 'magic'"),
-    (["--method", "glu", "--density", "0.5"], "cannot go below 0.667"),
-    (["--density", "1.5"], "--density must be in (0, 1]"),
-    (["--gamma", "0"], "--gamma must be in (0, 1]"),
-    (["--device", "pixel-99"], "unknown device 'pixel-99'"),
-    (["--flash-bw", "fast"], "cannot read --flash-bw 'fast'"),
-    (["--model", "mistral7b"], "records model 'smollm2-135m', not --model 'mistral7b'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dram", "4XB"], "cannot read --dram '4XB'"),
+        (["--dram", "1MB"], "smaller than the model's resident part"),
+        (["--policy", "belady"], "needs masks that do not depend on the cache"),
+        (["--policy", "fifo"], "unknown policy 'fifo'"),
+        (["--method", "magic"], "unknown method 'magic'"),
+        (["--method", "glu", "--density", "0.5"], "cannot go below 0.667"),
+        (["--density", "1.5"], "--density must be in (0, 1]"),
+        (["--gamma", "0"], "--gamma must be in (0, 1]"),
+        (["--device", "pixel-99"], "unknown device 'pixel-99'"),
+        (["--flash-bw", "fast"], "cannot read --flash-bw 'fast'"),
+        (["--model", "mistral7b"], "records model 'smollm2-135m', not --model 'mistral7b'"),
+    ],
+)
 def test_bad_replay_input_is_one_clear_line(smol_trace, capsys, args, message):
     code = _cli("replay", "--trace", str(smol_trace), "--dram", "80MB", *args)
     err = capsys.readouterr().err
@@ -228,7 +233,9 @@ def test_synthetic_traces_are_seeded(tmp_path):
     la, lb, lc = (TraceReader(p).read_layer(3, ("x", "h", "gate", "up")) for p in (a, b, c))
     assert all(np.array_equal(la[k], lb[k]) for k in la)
     assert not np.array_equal(la["h"], lc["h"])
-    np.testing.assert_allclose(la["h"].astype(np.float32), (la["gate"].astype(np.float32) * la["up"]), rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(
+        la["h"].astype(np.float32), (la["gate"].astype(np.float32) * la["up"]), rtol=2e-3, atol=1e-6
+    )
 
 
 def test_sizes_and_bandwidths_parse_in_both_spellings():

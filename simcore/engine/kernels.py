@@ -140,7 +140,6 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
     if k <= 0 or k >= n:
         used[:] = k > 0
         return n if k > 0 else 0
-    nbits = 16
     for u in range(n):
         keys[u] = np.uint32(65535) - np.uint32(row[u])  # smallest key = largest magnitude
     if aware and approx_m > k:
@@ -148,7 +147,6 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
         for u in range(n):
             # cached candidates first, then uncached candidates, each by magnitude; the rest last
             keys[u] = keys[u] + (np.uint32(in_cache[u] ^ True) << np.uint32(16)) if used[u] else np.uint32(1 << 17)
-        nbits = 18
     elif aware:
         if fixed_n > 0:
             mark_smallest(keys, n, fixed_n, 16, used, cand, hist)  # exempt from re-weighting
@@ -162,7 +160,6 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
         bits = wbuf.view(np.uint32)  # non-negative float32 bit patterns order like the values
         for u in range(n):
             keys[u] = np.uint32(4294967295) - bits[u]
-        nbits = 32
     lo = keys[0]
     for u in range(n):
         lo = min(lo, keys[u])
@@ -257,8 +254,32 @@ def _mass(hrow, lut, used, has_mass, out_kept, out_tot, i):
 
 
 @njit(**NJIT)
-def replay_batch(scores, hmag, lut, has_mass, mode, k, thr, aware, gamma, gamma_warmup, fixed_n, approx_m,
-                 cap, t0, in_cache, count, last, next_use, state, pw, out_used, out_hits, out_kept, out_tot):
+def replay_batch(
+    scores,
+    hmag,
+    lut,
+    has_mass,
+    mode,
+    k,
+    thr,
+    aware,
+    gamma,
+    gamma_warmup,
+    fixed_n,
+    approx_m,
+    cap,
+    t0,
+    in_cache,
+    count,
+    last,
+    next_use,
+    state,
+    pw,
+    out_used,
+    out_hits,
+    out_kept,
+    out_tot,
+):
     """Replay a batch of tokens of one (layer, kind) with the cache in the loop (any policy without
     future knowledge; required for cache-aware masks).
 
@@ -352,7 +373,8 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
             u = idx[a]
             used[u] = True
             next_use[u] = nxt[a]
-        out_hits[t] = cache_step(used, a1 - a0, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark,
-                                 cand, hist)
+        out_hits[t] = cache_step(
+            used, a1 - a0, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist
+        )
         for a in range(a0, a1):
             used[idx[a]] = False

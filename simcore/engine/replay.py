@@ -35,32 +35,63 @@ class ReplayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trace: str | None = Field(default=None, description="trace directory (default: traces/<model>)")
-    model: str | None = Field(default=None, description="model alias; short for --trace traces/NAME (default smollm2-135m)")
+    model: str | None = Field(
+        default=None, description="model alias; short for --trace traces/NAME (default smollm2-135m)"
+    )
     device: str = Field(default="a18", description="device profile: a name in devices/ or a YAML path")
-    dram: str | None = Field(default=None, description="DRAM available to the model, e.g. 4GB or 512MiB (default: the device's dram_budget_gb)")
-    flash_bw: str | None = Field(default=None, description="override the device's Flash read bandwidth, GB/s (1 or 1GB/s)")
+    dram: str | None = Field(
+        default=None,
+        description="DRAM available to the model, e.g. 4GB or 512MiB (default: the device's dram_budget_gb)",
+    )
+    flash_bw: str | None = Field(
+        default=None, description="override the device's Flash read bandwidth, GB/s (1 or 1GB/s)"
+    )
     dram_bw: str | None = Field(default=None, description="override the device's DRAM bandwidth, GB/s (60 or 60GB/s)")
     method: str = Field(default="dip-ca", description="masking method: dense, glu, gate, up, cats, dip, dip-ca")
     density: float = Field(default=0.5, description="target MLP density: fraction of MLP weight bytes used per token")
-    rho_in: float | None = Field(default=None, description="dip/dip-ca: input-channel density (rho_d follows from --density)")
-    rho_d: float | None = Field(default=None, description="dip/dip-ca: down-channel density (rho_in follows from --density)")
-    gamma: float = Field(default=0.2, description="dip-ca: score weight of units not in the cache, 0 < gamma <= 1 (1 = dip)")
-    fixed_top_n: int = Field(default=0, ge=0, description="dip-ca: this many top units per token are exempt from re-weighting")
-    gamma_warmup: int = Field(default=0, ge=0, description="dip-ca: gamma falls linearly from 1 over this many first tokens")
-    approx_m: float = Field(default=0.0, ge=0, description="dip-ca: approximate selection from the top m = approx_m * k units, cached first (0: off; > 1 to use)")
+    rho_in: float | None = Field(
+        default=None, description="dip/dip-ca: input-channel density (rho_d follows from --density)"
+    )
+    rho_d: float | None = Field(
+        default=None, description="dip/dip-ca: down-channel density (rho_in follows from --density)"
+    )
+    gamma: float = Field(
+        default=0.2, description="dip-ca: score weight of units not in the cache, 0 < gamma <= 1 (1 = dip)"
+    )
+    fixed_top_n: int = Field(
+        default=0, ge=0, description="dip-ca: this many top units per token are exempt from re-weighting"
+    )
+    gamma_warmup: int = Field(
+        default=0, ge=0, description="dip-ca: gamma falls linearly from 1 over this many first tokens"
+    )
+    approx_m: float = Field(
+        default=0.0,
+        ge=0,
+        description="dip-ca: approximate selection from the top m = approx_m * k units, cached first (0: off; > 1 to use)",
+    )
     policy: str = Field(default="lfu", description="eviction policy: lfu, lru, belady, none")
     bits: float = Field(default=4, description="weight bits")
     group_size: int = Field(default=128, description="quantization group size (0: none)")
     scale_bits: float = Field(default=16, description="bits of each group's scale")
     kv_bits: float = Field(default=16, description="bits per KV-cache element")
-    context: int = Field(default=1024, ge=0, description="context length whose KV cache stays in DRAM and is read every token")
-    kind_split: list[float] | None = Field(default=None, description="weights splitting a layer's MLP cache between unit kinds (default: by weight bytes)")
+    context: int = Field(
+        default=1024, ge=0, description="context length whose KV cache stays in DRAM and is read every token"
+    )
+    kind_split: list[float] | None = Field(
+        default=None, description="weights splitting a layer's MLP cache between unit kinds (default: by weight bytes)"
+    )
     warmup: int = Field(default=100, ge=0, description="tokens excluded from steady-state figures")
     tokens: int | None = Field(default=None, gt=0, description="replay only the first N tokens")
-    cats_calib_tokens: int = Field(default=256, gt=0, description="cats: first tokens of each layer used to calibrate its threshold")
+    cats_calib_tokens: int = Field(
+        default=256, gt=0, description="cats: first tokens of each layer used to calibrate its threshold"
+    )
     batch_tokens: int = Field(default=256, gt=0, description="trace rows read at a time (bounds memory)")
-    threads: int = Field(default=0, ge=0, description="layers replayed in parallel (0: one per core); results do not depend on it")
-    overlap_compute: bool = Field(default=False, description="with a device compute_tops: overlap compute with memory traffic")
+    threads: int = Field(
+        default=0, ge=0, description="layers replayed in parallel (0: one per core); results do not depend on it"
+    )
+    overlap_compute: bool = Field(
+        default=False, description="with a device compute_tops: overlap compute with memory traffic"
+    )
 
     def quant(self) -> Quant:
         try:
@@ -82,8 +113,13 @@ class ReplayResult:
     layers: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"config": self.config, "memory": self.memory, "totals": self.totals, "kinds": self.kinds,
-                "layers": self.layers}
+        return {
+            "config": self.config,
+            "memory": self.memory,
+            "totals": self.totals,
+            "kinds": self.kinds,
+            "layers": self.layers,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -132,8 +168,10 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
     reader = TraceReader(resolve_trace_path(cfg.trace, cfg.model))
     shape = reader.model
     if cfg.model is not None and cfg.trace is not None and cfg.model != shape.name:
-        raise TraceError(f"trace {reader.path} records model {shape.name!r}, not --model {cfg.model!r}; "
-                         "drop one of --trace/--model or trace that model")
+        raise TraceError(
+            f"trace {reader.path} records model {shape.name!r}, not --model {cfg.model!r}; "
+            "drop one of --trace/--model or trace that model"
+        )
     policy = policies.load(cfg.policy)
     selection = methods.resolve(cfg.method, shape, cfg.density, rho_in=cfg.rho_in, rho_d=cfg.rho_d)
     aware = any(k.cache_aware for k in selection.kinds)
@@ -141,15 +179,23 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
         raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
     cache_dependent = aware and (cfg.gamma < 1 or cfg.approx_m > 1)
     if policy.NEEDS_FUTURE and cache_dependent:
-        raise ConfigError(f"--policy {cfg.policy} needs masks that do not depend on the cache, but {cfg.method} "
-                          f"with gamma {cfg.gamma} re-weights by cache state; use --policy lfu or lru, or --gamma 1")
-    dram_budget = (parse_size(cfg.dram, "--dram") if cfg.dram is not None
-                   else int((device.dram_budget_gb or 0) * 1e9))
+        raise ConfigError(
+            f"--policy {cfg.policy} needs masks that do not depend on the cache, but {cfg.method} "
+            f"with gamma {cfg.gamma} re-weights by cache state; use --policy lfu or lru, or --gamma 1"
+        )
+    dram_budget = parse_size(cfg.dram, "--dram") if cfg.dram is not None else int((device.dram_budget_gb or 0) * 1e9)
     if dram_budget <= 0:
         raise ConfigError(f"device {device.name} has no dram_budget_gb; give --dram (e.g. --dram 4GB)")
     quant = cfg.quant()
-    mem = plan(shape, selection, dram_budget, quant, cfg.context, tuple(cfg.kind_split) if cfg.kind_split else None,
-               cache=not getattr(policy, "NO_CACHE", False))
+    mem = plan(
+        shape,
+        selection,
+        dram_budget,
+        quant,
+        cfg.context,
+        tuple(cfg.kind_split) if cfg.kind_split else None,
+        cache=not getattr(policy, "NO_CACHE", False),
+    )
     T = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
     if T == 0:
         raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
@@ -166,15 +212,23 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=shape.n_layers * T, unit="tok-layer", unit_scale=True, desc="replay", file=sys.stderr,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=shape.n_layers * T,
+            unit="tok-layer",
+            unit_scale=True,
+            desc="replay",
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
     threads = cfg.threads or os.cpu_count() or 1
     if threads > 1:  # the kernels and Parquet decoding release the GIL
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(min(threads, shape.n_layers))
-        results = pool.map(lambda layer: _replay_layer(reader, layer, T, selection, mem, cfg, policy, bar),
-                           range(shape.n_layers))
+        results = pool.map(
+            lambda layer: _replay_layer(reader, layer, T, selection, mem, cfg, policy, bar), range(shape.n_layers)
+        )
     else:
         pool = None
         results = (_replay_layer(reader, layer, T, selection, mem, cfg, policy, bar) for layer in range(shape.n_layers))
@@ -193,8 +247,9 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
             pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
-    return _summarise(cfg, device, shape, selection, mem, used_tok, hit_tok, records, mass_kept, mass_tot, T,
-                      reader, dram_budget)
+    return _summarise(
+        cfg, device, shape, selection, mem, used_tok, hit_tok, records, mass_kept, mass_tot, T, reader, dram_budget
+    )
 
 
 def _thresholds(reader: TraceReader, layer: int, column: str, fraction: float, calib_tokens: int) -> float:
@@ -215,9 +270,22 @@ class KindSim:
     Policies that need the future collect the masks and replay them in :meth:`finish`.
     """
 
-    def __init__(self, n_units: int, T: int, mode: int, k: int = 0, thr: float = 0.0, cap: int = 0,
-                 policy="lru", aware: bool = False, gamma: float = 1.0, gamma_warmup: int = 0,
-                 fixed_top_n: int = 0, approx_m: int = 0, mass: bool = False):
+    def __init__(
+        self,
+        n_units: int,
+        T: int,
+        mode: int,
+        k: int = 0,
+        thr: float = 0.0,
+        cap: int = 0,
+        policy="lru",
+        aware: bool = False,
+        gamma: float = 1.0,
+        gamma_warmup: int = 0,
+        fixed_top_n: int = 0,
+        approx_m: int = 0,
+        mass: bool = False,
+    ):
         pol = policies.load(policy) if isinstance(policy, str) else policy
         cap = 0 if getattr(pol, "NO_CACHE", False) else min(cap, n_units)
         self.n, self.T, self.mode, self.k, self.thr, self.cap, self.mass = n_units, T, mode, k, thr, cap, mass
@@ -250,14 +318,48 @@ class KindSim:
         sl = slice(t0, t0 + nb)
         if self.future:
             idx = np.empty(nb * (self.k if self.mode == K.MODE_TOPK else self.n), np.int32)
-            n_idx = K.mask_batch(scores, hm, K.LUT, self.mass, self.mode, self.k, self.thr, self.n, idx,
-                                 self.used[sl], self.kept[sl], self.tot[sl])
+            n_idx = K.mask_batch(
+                scores,
+                hm,
+                K.LUT,
+                self.mass,
+                self.mode,
+                self.k,
+                self.thr,
+                self.n,
+                idx,
+                self.used[sl],
+                self.kept[sl],
+                self.tot[sl],
+            )
             self._masks.append(idx[:n_idx].copy())
         else:
-            K.replay_batch(scores, hm, K.LUT, self.mass, self.mode, self.k, self.thr, self.aware, self.gamma,
-                           self.gamma_warmup if self.aware else 0, self.fixed_top_n if self.aware else 0,
-                           self.approx_m if self.aware else 0, self.cap, t0, self.in_cache, self.count, self.last,
-                           self.next_use, self.state, self.pw, self.used[sl], self.hits[sl], self.kept[sl], self.tot[sl])
+            K.replay_batch(
+                scores,
+                hm,
+                K.LUT,
+                self.mass,
+                self.mode,
+                self.k,
+                self.thr,
+                self.aware,
+                self.gamma,
+                self.gamma_warmup if self.aware else 0,
+                self.fixed_top_n if self.aware else 0,
+                self.approx_m if self.aware else 0,
+                self.cap,
+                t0,
+                self.in_cache,
+                self.count,
+                self.last,
+                self.next_use,
+                self.state,
+                self.pw,
+                self.used[sl],
+                self.hits[sl],
+                self.kept[sl],
+                self.tot[sl],
+            )
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self.future:
@@ -266,14 +368,35 @@ class KindSim:
             ptr = np.zeros(self.T + 1, np.int64)
             np.cumsum(self.used, out=ptr[1:])
             nxt = K.next_use_times(idx, ptr, self.n)
-            K.replay_masks(idx, ptr, nxt, self.cap, self.in_cache, self.count, self.last, self.next_use,
-                           self.state, self.pw, self.hits)
+            K.replay_masks(
+                idx,
+                ptr,
+                nxt,
+                self.cap,
+                self.in_cache,
+                self.count,
+                self.last,
+                self.next_use,
+                self.state,
+                self.pw,
+                self.hits,
+            )
         return self.used, self.hits, self.kept, self.tot
 
 
-def simulate(scores: np.ndarray, k: int, cap: int, policy: str = "lru", mode: str = "topk", thr: float = 0.0,
-             gamma: float = 1.0, gamma_warmup: int = 0, fixed_top_n: int = 0, approx_m: int = 0,
-             hmag: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def simulate(
+    scores: np.ndarray,
+    k: int,
+    cap: int,
+    policy: str = "lru",
+    mode: str = "topk",
+    thr: float = 0.0,
+    gamma: float = 1.0,
+    gamma_warmup: int = 0,
+    fixed_top_n: int = 0,
+    approx_m: int = 0,
+    hmag: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Replay one kind of one layer held in memory (tests, benchmarks, notebooks).
 
     Args:
@@ -285,8 +408,21 @@ def simulate(scores: np.ndarray, k: int, cap: int, policy: str = "lru", mode: st
     scores = np.ascontiguousarray(scores, dtype=np.float16)
     T, U = scores.shape
     aware = gamma < 1 or approx_m > k or fixed_top_n > 0
-    sim = KindSim(U, T, MODES[mode], k=k, thr=thr, cap=cap, policy=policy, aware=aware, gamma=gamma,
-                  gamma_warmup=gamma_warmup, fixed_top_n=fixed_top_n, approx_m=approx_m, mass=hmag is not None)
+    sim = KindSim(
+        U,
+        T,
+        MODES[mode],
+        k=k,
+        thr=thr,
+        cap=cap,
+        policy=policy,
+        aware=aware,
+        gamma=gamma,
+        gamma_warmup=gamma_warmup,
+        fixed_top_n=fixed_top_n,
+        approx_m=approx_m,
+        mass=hmag is not None,
+    )
     sim.feed(scores, None if hmag is None else np.ascontiguousarray(hmag, np.float16), 0)
     used, hits, kept, tot = sim.finish()
     return {"used": used, "hits": hits, "kept": kept, "tot": tot}
@@ -303,10 +439,23 @@ def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfi
         k = int(round(frac * kind.n_units))
         thr = _thresholds(reader, layer, kind.score, frac, cfg.cats_calib_tokens) if kind.mode == "threshold" else 0.0
         approx = min(int(round(cfg.approx_m * k)), kind.n_units) if cfg.approx_m > 1 else 0
-        sims.append(KindSim(kind.n_units, T, MODES[kind.mode], k=k, thr=thr, cap=kp.capacity, policy=policy,
-                            aware=kind.cache_aware, gamma=cfg.gamma if kind.cache_aware else 1.0,
-                            gamma_warmup=cfg.gamma_warmup, fixed_top_n=cfg.fixed_top_n, approx_m=approx,
-                            mass=kind.mass))
+        sims.append(
+            KindSim(
+                kind.n_units,
+                T,
+                MODES[kind.mode],
+                k=k,
+                thr=thr,
+                cap=kp.capacity,
+                policy=policy,
+                aware=kind.cache_aware,
+                gamma=cfg.gamma if kind.cache_aware else 1.0,
+                gamma_warmup=cfg.gamma_warmup,
+                fixed_top_n=cfg.fixed_top_n,
+                approx_m=approx,
+                mass=kind.mass,
+            )
+        )
     t0 = 0
     for batch in reader.iter_layer(layer, read, batch_tokens=cfg.batch_tokens):
         nb = min(len(batch[read[0]]), T - t0)
@@ -330,13 +479,35 @@ def _rate(hits: float, acc: float) -> float | None:
 def _record(layer: int, kind: str, cap: int, used: np.ndarray, hits: np.ndarray, warmup: int) -> dict:
     acc, h = int(used.sum()), int(hits.sum())
     acc_s, h_s = int(used[warmup:].sum()), int(hits[warmup:].sum())
-    return {"layer": layer, "kind": kind, "capacity": cap, "accesses": acc, "hits": h, "misses": acc - h,
-            "hit_rate": _rate(h, acc), "accesses_steady": acc_s, "hits_steady": h_s,
-            "hit_rate_steady": _rate(h_s, acc_s)}
+    return {
+        "layer": layer,
+        "kind": kind,
+        "capacity": cap,
+        "accesses": acc,
+        "hits": h,
+        "misses": acc - h,
+        "hit_rate": _rate(h, acc),
+        "accesses_steady": acc_s,
+        "hits_steady": h_s,
+        "hit_rate_steady": _rate(h_s, acc_s),
+    }
 
 
-def _summarise(cfg, device, shape, selection, mem: MemoryPlan, used_tok, hit_tok, records, mass_kept, mass_tot, T,
-               reader, dram_budget) -> ReplayResult:
+def _summarise(
+    cfg,
+    device,
+    shape,
+    selection,
+    mem: MemoryPlan,
+    used_tok,
+    hit_tok,
+    records,
+    mass_kept,
+    mass_tot,
+    T,
+    reader,
+    dram_budget,
+) -> ReplayResult:
     unit_bytes = np.array([k.unit_bytes for k in mem.kinds])
     weights = np.array([k.weights_per_unit for k in selection.kinds], np.float64)
     miss_tok = used_tok - hit_tok
@@ -359,17 +530,29 @@ def _summarise(cfg, device, shape, selection, mem: MemoryPlan, used_tok, hit_tok
         if device.compute_tops:  # two operations (multiply, add) per weight used
             t_compute = 2 * (static_weights + float(mlp_weights_tok[sl].mean())) / (device.compute_tops * 1e12)
         t = max(t_io, t_compute) if cfg.overlap_compute else t_io + t_compute
-        return {"dram_bytes_per_token": b_dram, "flash_bytes_per_token": b_flash, "t_dram_ms": t_dram * 1e3,
-                "t_flash_ms": t_flash * 1e3, "t_compute_ms": t_compute * 1e3, "t_token_ms": t * 1e3,
-                "tokens_per_s": 1.0 / t}
+        return {
+            "dram_bytes_per_token": b_dram,
+            "flash_bytes_per_token": b_flash,
+            "t_dram_ms": t_dram * 1e3,
+            "t_flash_ms": t_flash * 1e3,
+            "t_compute_ms": t_compute * 1e3,
+            "t_token_ms": t * 1e3,
+            "tokens_per_s": 1.0 / t,
+        }
 
     acc, hits = int(used_tok.sum()), int(hit_tok.sum())
     acc_s, hits_s = int(used_tok[:, steady].sum()), int(hit_tok[:, steady].sum())
     all_t, st_t = timing(slice(0, T)), timing(steady)
     totals = {
-        "tokens": T, "steady_tokens": T - steady.start, "accesses": acc, "hits": hits, "misses": acc - hits,
-        "hit_rate": _rate(hits, acc), "hit_rate_steady": _rate(hits_s, acc_s),
-        **all_t, **{f"{k}_steady": v for k, v in st_t.items()},
+        "tokens": T,
+        "steady_tokens": T - steady.start,
+        "accesses": acc,
+        "hits": hits,
+        "misses": acc - hits,
+        "hit_rate": _rate(hits, acc),
+        "hit_rate_steady": _rate(hits_s, acc_s),
+        **all_t,
+        **{f"{k}_steady": v for k, v in st_t.items()},
         "mlp_density": float(density_tok.mean()),
         "mass_kept": mass_kept / mass_tot if mass_tot else 1.0,
     }
@@ -378,17 +561,31 @@ def _summarise(cfg, device, shape, selection, mem: MemoryPlan, used_tok, hit_tok
         a, h = int(used_tok[ki].sum()), int(hit_tok[ki].sum())
         a_s, h_s = int(used_tok[ki, steady].sum()), int(hit_tok[ki, steady].sum())
         kinds[kind.name] = {
-            "units_per_layer": kind.n_units, "capacity_per_layer": kp.capacity, "unit_bytes": kp.unit_bytes,
+            "units_per_layer": kind.n_units,
+            "capacity_per_layer": kp.capacity,
+            "unit_bytes": kp.unit_bytes,
             "selected_fraction": float(used_tok[ki].mean() / (kind.n_units * shape.n_layers)),
-            "accesses": a, "hits": h, "misses": a - h, "hit_rate": _rate(h, a), "hit_rate_steady": _rate(h_s, a_s),
+            "accesses": a,
+            "hits": h,
+            "misses": a - h,
+            "hit_rate": _rate(h, a),
+            "hit_rate_steady": _rate(h_s, a_s),
             "flash_bytes_per_token": float(miss_tok[ki].mean() * kp.unit_bytes),
             "dram_bytes_per_token": float(used_tok[ki].mean() * kp.unit_bytes),
         }
     resolved = cfg.model_dump()
-    resolved.update({
-        "trace": str(reader.path), "model": shape.name, "device": device.model_dump(), "dram_bytes": dram_budget,
-        "bytes_per_weight": cfg.quant().bytes_per_weight, "selection": selection.detail, "trace_tokens": reader.n_tokens,
-        "trace_source": reader.meta.source, "simcore_version": __version__,
-    })
+    resolved.update(
+        {
+            "trace": str(reader.path),
+            "model": shape.name,
+            "device": device.model_dump(),
+            "dram_bytes": dram_budget,
+            "bytes_per_weight": cfg.quant().bytes_per_weight,
+            "selection": selection.detail,
+            "trace_tokens": reader.n_tokens,
+            "trace_source": reader.meta.source,
+            "simcore_version": __version__,
+        }
+    )
     memory = mem.as_dict()
     return ReplayResult(resolved, memory, totals, kinds, records)

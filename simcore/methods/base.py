@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from simcore.errors import ConfigError
-from simcore.models import ModelShape
 
 Mode = Literal["all", "topk", "threshold"]
 

@@ -22,8 +22,10 @@ def split(density: float, rho_in: float | None = None, rho_d: float | None = Non
     if rho_in is not None and rho_d is not None:
         got = (2 * rho_in + rho_d) / 3
         if abs(got - density) > 1e-6:
-            raise ConfigError(f"--rho-in {rho_in} and --rho-d {rho_d} give density {got:.4f}, not --density {density}; "
-                              "give only one of them")
+            raise ConfigError(
+                f"--rho-in {rho_in} and --rho-d {rho_d} give density {got:.4f}, not --density {density}; "
+                "give only one of them"
+            )
     elif rho_in is not None:
         rho_d = 3 * density - 2 * rho_in
     elif rho_d is not None:
@@ -39,9 +41,12 @@ def split(density: float, rho_in: float | None = None, rho_d: float | None = Non
     return rho_in, rho_d
 
 
-def resolve(shape, density: float, rho_in: float | None = None, rho_d: float | None = None,
-            cache_aware: bool = False, **_) -> Selection:
+def resolve(
+    shape, density: float, rho_in: float | None = None, rho_d: float | None = None, cache_aware: bool = False, **_
+) -> Selection:
     r_in, r_d = split(density, rho_in, rho_d)
-    kinds = (KindSpec("input", shape.d, 2 * shape.d_int, "topk", score="x", cache_aware=cache_aware),
-             KindSpec("down", shape.d_int, shape.d, "topk", score="h", cache_aware=cache_aware, mass=True))
+    kinds = (
+        KindSpec("input", shape.d, 2 * shape.d_int, "topk", score="x", cache_aware=cache_aware),
+        KindSpec("down", shape.d_int, shape.d, "topk", score="h", cache_aware=cache_aware, mass=True),
+    )
     return Selection(kinds, (r_in, r_d), {"rho_in": r_in, "rho_d": r_d})

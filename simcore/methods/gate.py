@@ -6,6 +6,8 @@ from simcore.methods.base import KindSpec, Selection, check_density, neuron_frac
 
 def resolve(shape, density: float, **_) -> Selection:
     f = neuron_fraction("gate", check_density(density), dense_matrices=1)
-    kinds = (KindSpec("gate", shape.d_int, shape.d, "all"),
-             KindSpec("up_down", shape.d_int, 2 * shape.d, "topk", score="gate", mass=True))
+    kinds = (
+        KindSpec("gate", shape.d_int, shape.d, "all"),
+        KindSpec("up_down", shape.d_int, 2 * shape.d, "topk", score="gate", mass=True),
+    )
     return Selection(kinds, (1.0, f), {"neuron_fraction": f})

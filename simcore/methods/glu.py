@@ -6,6 +6,8 @@ from simcore.methods.base import KindSpec, Selection, check_density, neuron_frac
 
 def resolve(shape, density: float, **_) -> Selection:
     f = neuron_fraction("glu", check_density(density), dense_matrices=2)
-    kinds = (KindSpec("gate_up", shape.d_int, 2 * shape.d, "all"),
-             KindSpec("down", shape.d_int, shape.d, "topk", score="h", mass=True))
+    kinds = (
+        KindSpec("gate_up", shape.d_int, 2 * shape.d, "all"),
+        KindSpec("down", shape.d_int, shape.d, "topk", score="h", mass=True),
+    )
     return Selection(kinds, (1.0, f), {"neuron_fraction": f})

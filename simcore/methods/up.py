@@ -6,6 +6,8 @@ from simcore.methods.base import KindSpec, Selection, check_density, neuron_frac
 
 def resolve(shape, density: float, **_) -> Selection:
     f = neuron_fraction("up", check_density(density), dense_matrices=1)
-    kinds = (KindSpec("up", shape.d_int, shape.d, "all"),
-             KindSpec("gate_down", shape.d_int, 2 * shape.d, "topk", score="up", mass=True))
+    kinds = (
+        KindSpec("up", shape.d_int, shape.d, "all"),
+        KindSpec("gate_down", shape.d_int, 2 * shape.d, "topk", score="up", mass=True),
+    )
     return Selection(kinds, (1.0, f), {"neuron_fraction": f})

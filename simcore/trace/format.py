@@ -87,15 +87,17 @@ def value_field(name: str, width: int) -> pa.Field:
 
 def _fixed_binary(values: np.ndarray) -> pa.FixedSizeBinaryArray:
     values = np.ascontiguousarray(values, dtype="<f2")
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * values.shape[1]), values.shape[0],
-                                                [None, pa.py_buffer(values.view(np.uint8))])
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(2 * values.shape[1]), values.shape[0], [None, pa.py_buffer(values.view(np.uint8))]
+    )
 
 
 def _float16_matrix(col: pa.Array, width: int) -> np.ndarray:
     """(rows, width) float16 view of a magnitude column (zero-copy for the binary layout)."""
     if pa.types.is_fixed_size_binary(col.type):
-        return np.frombuffer(col.buffers()[1], dtype="<f2", count=len(col) * width,
-                             offset=col.offset * 2 * width).reshape(len(col), width)
+        return np.frombuffer(
+            col.buffers()[1], dtype="<f2", count=len(col) * width, offset=col.offset * 2 * width
+        ).reshape(len(col), width)
     return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
 
 
@@ -131,7 +133,9 @@ class TraceWriter:
         self._rows: dict[int, int] = {}
         missing = {"x", "h"} - set(self.meta.columns)
         if missing or set(self.meta.columns) - set(VALUE_COLUMNS):
-            raise TraceError(f"trace columns must include x and h and be among {VALUE_COLUMNS}; got {self.meta.columns}")
+            raise TraceError(
+                f"trace columns must include x and h and be among {VALUE_COLUMNS}; got {self.meta.columns}"
+            )
         widths = self.meta.widths()
         fields = [pa.field("token_id", pa.int32(), nullable=False), pa.field("position", pa.int32(), nullable=False)]
         fields += [value_field(c, widths[c]) for c in self.meta.columns]
@@ -168,8 +172,13 @@ class TraceWriter:
         table = pa.Table.from_arrays(cols, schema=self.schema)
         w = self._writers.get(layer)
         if w is None:
-            w = pq.ParquetWriter(self._tmp / layer_file(layer), self.schema, compression=self.compression,
-                                 use_dictionary=False, write_statistics=False)
+            w = pq.ParquetWriter(
+                self._tmp / layer_file(layer),
+                self.schema,
+                compression=self.compression,
+                use_dictionary=False,
+                write_statistics=False,
+            )
             self._writers[layer] = w
             self._rows[layer] = 0
         w.write_table(table)
@@ -220,11 +229,15 @@ class TraceReader:
         self.path = Path(path)
         meta_path = self.path / META_FILE
         if not self.path.is_dir():
-            raise TraceError(f"no trace at {self.path}: the directory does not exist "
-                             "(create one with `simcore trace` or `simcore synth`)")
+            raise TraceError(
+                f"no trace at {self.path}: the directory does not exist "
+                "(create one with `simcore trace` or `simcore synth`)"
+            )
         if not meta_path.is_file():
-            raise TraceError(f"{self.path} is not a complete trace: {META_FILE} is missing "
-                             "(an interrupted run? re-create it with `simcore trace` or `simcore synth`)")
+            raise TraceError(
+                f"{self.path} is not a complete trace: {META_FILE} is missing "
+                "(an interrupted run? re-create it with `simcore trace` or `simcore synth`)"
+            )
         try:
             raw = meta_path.read_text()
             import json
@@ -234,8 +247,10 @@ class TraceReader:
             raise TraceError(f"{meta_path} is not valid JSON ({e}); re-create the trace") from None
         version = data.get("format_version") if isinstance(data, dict) else None
         if version != FORMAT_VERSION:
-            raise TraceError(f"{meta_path}: trace format version {version!r} is not supported "
-                             f"(this simcore reads version {FORMAT_VERSION}); re-create the trace")
+            raise TraceError(
+                f"{meta_path}: trace format version {version!r} is not supported "
+                f"(this simcore reads version {FORMAT_VERSION}); re-create the trace"
+            )
         try:
             self.meta = TraceMeta.model_validate(data)
         except ValidationError as e:
@@ -257,7 +272,9 @@ class TraceReader:
         try:
             return pq.ParquetFile(p)
         except FileNotFoundError:
-            raise TraceError(f"{self.path} is incomplete: {layer_file(layer)} is missing; re-create the trace") from None
+            raise TraceError(
+                f"{self.path} is incomplete: {layer_file(layer)} is missing; re-create the trace"
+            ) from None
         except (pa.ArrowException, OSError) as e:
             raise TraceError(f"{p} is truncated or corrupt ({e}); re-create the trace") from None
 
@@ -266,19 +283,24 @@ class TraceReader:
         for layer in range(self.meta.model.n_layers):
             f = self._open(layer)
             if f.metadata.num_rows != self.meta.n_tokens:
-                raise TraceError(f"{self.path / layer_file(layer)} has {f.metadata.num_rows} rows but "
-                                 f"{META_FILE} says {self.meta.n_tokens}; re-create the trace")
+                raise TraceError(
+                    f"{self.path / layer_file(layer)} has {f.metadata.num_rows} rows but "
+                    f"{META_FILE} says {self.meta.n_tokens}; re-create the trace"
+                )
             schema = f.schema_arrow
             for c, w in widths.items():
                 if not _is_float16_column(schema.field(c).type if c in schema.names else None, w):
-                    raise TraceError(f"{self.path / layer_file(layer)}: column {c!r} is missing or not "
-                                     f"float16[{w}]; the file does not belong to this trace's model")
+                    raise TraceError(
+                        f"{self.path / layer_file(layer)}: column {c!r} is missing or not "
+                        f"float16[{w}]; the file does not belong to this trace's model"
+                    )
 
     def has(self, column: str) -> bool:
         return column in self.meta.columns
 
-    def iter_layer(self, layer: int, columns: tuple[str, ...] = ("x", "h"), batch_tokens: int = 256
-                   ) -> Iterator[dict[str, np.ndarray]]:
+    def iter_layer(
+        self, layer: int, columns: tuple[str, ...] = ("x", "h"), batch_tokens: int = 256
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Yield the rows of one layer in token order, ``batch_tokens`` at a time.
 
         Yields:
@@ -287,8 +309,10 @@ class TraceReader:
         """
         for c in columns:
             if c not in self.meta.columns and c not in ("token_id", "position"):
-                raise TraceError(f"{self.path} has no column {c!r} (it has {self.meta.columns}); "
-                                 "re-create the trace with that column")
+                raise TraceError(
+                    f"{self.path} has no column {c!r} (it has {self.meta.columns}); "
+                    "re-create the trace with that column"
+                )
         widths = self.meta.widths()
         f = self._open(layer)
         try:
@@ -302,7 +326,9 @@ class TraceReader:
                         out[c] = col.to_numpy()
                 yield out
         except (pa.ArrowException, OSError) as e:
-            raise TraceError(f"{self.path / layer_file(layer)} is truncated or corrupt ({e}); re-create the trace") from None
+            raise TraceError(
+                f"{self.path / layer_file(layer)} is truncated or corrupt ({e}); re-create the trace"
+            ) from None
 
     def read_layer(self, layer: int, columns: tuple[str, ...] = ("x", "h")) -> dict[str, np.ndarray]:
         """The whole of one layer at once (tests and small traces): column -> (T, width) array."""

@@ -46,9 +46,17 @@ class _AR1:
         return out
 
 
-def synth_trace(model: str | ModelShape, tokens: int, out: str | os.PathLike, seed: int = 0, seq_len: int = 256,
-                phi: float = 0.7, columns: tuple[str, ...] = VALUE_COLUMNS, batch_tokens: int = 256,
-                progress: bool = False) -> Path:
+def synth_trace(
+    model: str | ModelShape,
+    tokens: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    seq_len: int = 256,
+    phi: float = 0.7,
+    columns: tuple[str, ...] = VALUE_COLUMNS,
+    batch_tokens: int = 256,
+    progress: bool = False,
+) -> Path:
     """Write a synthetic trace of ``tokens`` tokens for a model shape (preset name or ModelShape).
 
     Returns the trace directory. Raises ConfigError for a bad token count or correlation.
@@ -58,15 +66,27 @@ def synth_trace(model: str | ModelShape, tokens: int, out: str | os.PathLike, se
         raise ConfigError(f"--tokens must be positive, got {tokens}")
     if not 0 <= phi < 1:
         raise ConfigError(f"--phi must be in [0, 1), got {phi}")
-    act = _silu if shape.activation == "silu" else (lambda v: 0.5 * v * (1 + np.tanh(0.7978845608 * (v + 0.044715 * v**3))))
-    meta = TraceMeta(model=shape, tokenizer=None, source="synthetic", seq_len=seq_len, columns=list(columns),
-                     command=" ".join(sys.argv), extra={"seed": seed, "phi": phi})
+    act = (
+        _silu
+        if shape.activation == "silu"
+        else (lambda v: 0.5 * v * (1 + np.tanh(0.7978845608 * (v + 0.044715 * v**3))))
+    )
+    meta = TraceMeta(
+        model=shape,
+        tokenizer=None,
+        source="synthetic",
+        seq_len=seq_len,
+        columns=list(columns),
+        command=" ".join(sys.argv),
+        extra={"seed": seed, "phi": phi},
+    )
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=shape.n_layers * tokens, unit="tok-layer", unit_scale=True, desc="synth", file=sys.stderr,
-                   leave=False)
+        bar = tqdm(
+            total=shape.n_layers * tokens, unit="tok-layer", unit_scale=True, desc="synth", file=sys.stderr, leave=False
+        )
     token_ids = np.arange(tokens, dtype=np.int64) % shape.vocab
     positions = np.arange(tokens, dtype=np.int64) % seq_len
     with TraceWriter(out, meta) as w:
@@ -86,7 +106,7 @@ def synth_trace(model: str | ModelShape, tokens: int, out: str | os.PathLike, se
                 gate = np.abs(act(zg.next(nb) * g_scale + g_bias))
                 up = np.abs(zu.next(nb) * u_scale)
                 values = {"x": x, "h": gate * up, "gate": gate, "up": up}
-                w.append(layer, {c: values[c] for c in columns}, token_ids[t0:t0 + nb], positions[t0:t0 + nb])
+                w.append(layer, {c: values[c] for c in columns}, token_ids[t0 : t0 + nb], positions[t0 : t0 + nb])
                 if bar is not None:
                     bar.update(nb)
     if bar is not None:
