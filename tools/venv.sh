@@ -13,9 +13,14 @@ STAMP="$VENV/.simcore-installed"
 WANT="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "simcore: installing simcore and its dependencies into $VENV (first run takes a few minutes)" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[trace,test]" >&2
+  LOG="$VENV/install.log"
+  if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+         "$VENV/bin/python" -m pip install --disable-pip-version-check "torch==2.13.0" &&
+         "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$ROOT[trace,test]"; } >"$LOG" 2>&1; then
+    tail -n 30 "$LOG" >&2
+    echo "simcore: installation failed; the full log is $LOG" >&2
+    exit 1
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"
