@@ -250,6 +250,28 @@ def check_glu_config(config: Any) -> None:
     decoder_layers(empty)
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed memory in the process (no trimming, mmap only above 32 MiB).
+
+    A forward pass allocates and frees the same activation-sized blocks window after window; by
+    default glibc hands them back to the OS and the next window faults fresh pages in, which on
+    some virtual machines costs more than the forward pass itself (measured here: tracing went
+    from 1.56x to 1.10x a plain forward). Returns False where it does not apply (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        return bool(
+            libc.mallopt(m_mmap_threshold, 32 << 20)
+            and libc.mallopt(m_trim_threshold, 1 << 30)
+            and libc.mallopt(m_top_pad, 256 << 20)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     model_path: str | os.PathLike | None = None,
@@ -274,6 +296,7 @@ def load_model(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    keep_freed_memory()
     src = resolve(name, model_path, allow_download)
     kw = _offline(src)
     dtype = dtype or torch.float32
