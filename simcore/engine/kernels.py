@@ -172,14 +172,24 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
     return k
 
 
+def priority_weights(weights, n_tokens: int) -> np.ndarray:
+    """A policy's integer weights (w_count, w_last, w_next) for a trace of ``n_tokens`` tokens, with a
+    bound on |priority| appended; int32 when every priority fits in 30 bits, else int64."""
+    bound = (sum(abs(int(w)) for w in weights) + 1) * (n_tokens + 1)
+    if bound < 2**30:
+        return np.array([*map(int, weights), 2**30], np.int32)
+    return np.array([*map(int, weights), 2**62], np.int64)
+
+
 @njit(**NJIT)
 def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
-    """Policy priorities of the units where ``mask`` is True as non-negative int64 keys (minus their
-    minimum) in ``ckeys``; elsewhere a key above them all. Returns the keys' bit width. Branch-free."""
-    w0, w1, w2 = np.int64(pw[0]), np.int64(pw[1]), np.int64(pw[2])
-    big = np.int64(2**62)
+    """Policy priorities of the units where ``mask`` is True as non-negative integer keys (minus
+    their minimum) in ``ckeys`` (of pw's dtype); elsewhere a key above them all. Returns the keys'
+    bit width. ``pw`` = (w_count, w_last, w_next, big) with |priority| < big; int32 when priorities
+    fit (the multiplies then vectorise), int64 otherwise. Branch-free."""
+    a, b, c, big = pw[0], pw[1], pw[2], pw[3]
     for u in range(n):
-        ckeys[u] = w0 * count[u] + w1 * last[u] + w2 * next_use[u]
+        ckeys[u] = a * count[u] + b * last[u] + c * next_use[u]  # stored at pw's width
     lo = big
     for u in range(n):
         lo = min(lo, ckeys[u] if mask[u] else big)
@@ -196,9 +206,9 @@ def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
 def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist):
     """Account one token's selection ``used`` (bool[U], m units) against one cache, then update it.
 
-    ``pw`` (float64[3]) is the policy's priority: ``pw . (count, last, next_use)``, higher is kept; it
-    must be integer-valued. ``next_use`` must already hold the next-use times of this token's units
-    when the policy needs them. ``ckeys`` (int64[U]), ``cmark`` (bool[U]), ``cand`` (int32[U]) and
+    ``pw`` is the policy's priority: ``pw[:3] . (count, last, next_use)``, higher is kept, and
+    ``pw[3]`` a bound on its magnitude (see ``priority_weights``). ``next_use`` must already hold the next-use times of this token's units
+    when the policy needs them. ``ckeys`` (pw's dtype, [U]), ``cmark`` (bool[U]), ``cand`` (int32[U]) and
     ``hist`` are scratch. Returns the number of hits.
     """
     n = used.shape[0]
@@ -298,7 +308,7 @@ def replay_batch(
     cand = np.empty(n, np.int32)
     hist = np.empty(HIST_SIZE, np.int32)
     wbuf = np.empty(n, np.float32)
-    ckeys = np.empty(n, np.int64)
+    ckeys = np.empty(n, pw.dtype)
     cmark = np.zeros(n, np.bool_)
     dummy = np.empty(n, np.uint16)
     for i in range(T):
@@ -364,7 +374,7 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
     n = in_cache.shape[0]
     used = np.zeros(n, np.bool_)
     cand = np.empty(n, np.int32)
-    ckeys = np.empty(n, np.int64)
+    ckeys = np.empty(n, pw.dtype)
     hist = np.empty(HIST_SIZE, np.int32)
     cmark = np.zeros(n, np.bool_)
     for t in range(T):

@@ -294,7 +294,7 @@ class KindSim:
             raise ConfigError("belady needs masks that do not depend on the cache; use gamma 1 or another policy")
         self.aware = aware and not self.future
         self.gamma, self.gamma_warmup, self.fixed_top_n, self.approx_m = gamma, gamma_warmup, fixed_top_n, approx_m
-        self.pw = np.asarray(pol.weights(T), np.float64)
+        self.pw = K.priority_weights(pol.weights(T), T)
         self.in_cache = np.zeros(n_units, np.bool_)
         self.count = np.zeros(n_units, np.int32)
         self.last = np.zeros(n_units, np.int32)
