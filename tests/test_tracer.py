@@ -277,3 +277,33 @@ def test_command_rejects_zero_tokens_with_a_one_line_error():
     assert isinstance(result.exception, ConfigError) and "--tokens" in str(result.exception)
     help_text = CliRunner().invoke(trace_command, ["--help"]).output
     assert all(opt in help_text for opt in ("--model-path", "--dataset", "--allow-download", "--torch-device"))
+
+
+def test_text_sources_local_files_and_wikitext2(tmp_path, monkeypatch):
+    from simcore.trace.text import load_text
+
+    wiki = tmp_path / "wiki.test.raw"
+    wiki.write_text(" = Robert Boulter = \n\n Robert Boulter is an English film and television actor .\n")
+    src = load_text(dataset=str(wiki))
+    assert src.name.startswith("wikitext2:") and "Boulter is an English" in src.text
+    story = tmp_path / "story.txt"
+    story.write_text("Once upon a time.")
+    assert load_text(text=str(story)).text == "Once upon a time."
+
+    datasets = pytest.importorskip("datasets")
+    # an empty cache, offline: a clear error at once, no download attempt
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf" / "datasets", raising=False)
+    with pytest.raises(SimcoreError, match="WikiText-2 is not in the local datasets cache"):
+        load_text(dataset="wikitext2")
+    # with the split in the cache, rows are joined as published perplexity evaluations do
+    calls = []
+
+    def cached(path, name, split):
+        calls.append((path, name, split))
+        return {"text": [" = Title = ", "", " Body ."]}
+
+    monkeypatch.setattr(datasets, "load_dataset", cached)
+    src = load_text(dataset="wikitext2")
+    assert calls == [("wikitext", "wikitext-2-raw-v1", "test")]
+    assert src.name == "wikitext2" and src.text == " = Title = \n\n\n\n Body ."
