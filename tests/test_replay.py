@@ -247,3 +247,44 @@ def test_sizes_and_bandwidths_parse_in_both_spellings():
         with pytest.raises(ConfigError):
             parse_size(bad)
     assert issubclass(ConfigError, SimcoreError)
+
+
+@pytest.mark.parametrize(
+    "method, policy",
+    [
+        ("dip", "lru"),
+        ("dip", "lfu"),
+        ("dip", "belady"),
+        ("glu", "lru"),
+        ("dense", "lru"),
+        ("cats", "lfu"),
+        ("dip-ca", "lru"),
+        ("dip", "none"),
+    ],
+)
+def test_one_pass_dram_sweep_equals_separate_runs(smol_trace, method, policy):
+    from simcore.engine.replay import replay_drams
+
+    drams = ["55MB", "60MB", "70MB", "90MB"]
+    kw = dict(trace=str(smol_trace), method=method, policy=policy, density=0.8 if method == "glu" else 0.5)
+    together = replay_drams(drams=drams, **kw)
+    for dram, r in zip(drams, together):
+        assert r.to_json() == replay(dram=dram, **kw).to_json()
+
+
+def test_lru_recency_stack_equals_one_cache_per_capacity():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        T, U = int(rng.integers(1, 30)), int(rng.integers(1, 25))
+        scores = (rng.integers(0, 6, size=(T, U)) / 6).astype(np.float16)
+        k = int(rng.integers(0, U + 1))
+        from simcore.engine import kernels as K
+        from simcore.engine.replay import KindSim
+
+        sim = KindSim(U, T, K.MODE_TOPK, k=k, policy="belady")  # collects the masks
+        sim.feed(scores, None, 0)
+        sim.finish_masks()
+        caps = np.array([0, 1, U // 2, U, U + 3])
+        got = sim.hits_at(caps, "lru")
+        for b, cap in enumerate(caps):
+            assert got[b].tolist() == simulate(scores, k, int(cap), "lru")["hits"].tolist()

@@ -388,3 +388,55 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
         )
         for a in range(a0, a1):
             used[idx[a]] = False
+
+
+@njit(**NJIT)
+def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
+    """LRU hits of precomputed selections (CSR ``idx``/``ptr``, ascending per token) at every capacity in
+    ``caps`` (int64[B]) at once: ``out_hits`` int32[B, T].
+
+    LRU under simcore's rules is a stack algorithm: the cache of capacity C always holds the C units
+    of largest (last use, unit index) — a token's units enter together, the higher index more recent,
+    and a selection larger than C keeps its C highest indices. So one recency stack serves every C:
+    a unit hits at C when its depth before the token is below C. O(U) per token, whatever B is."""
+    T = ptr.shape[0] - 1
+    B = caps.shape[0]
+    stack = np.empty(n_units, np.int32)
+    fresh = np.empty(n_units, np.int32)
+    depth = np.full(n_units, -1, np.int64)
+    used = np.zeros(n_units, np.bool_)
+    order = np.argsort(caps)
+    sorted_caps = caps[order]
+    counts = np.zeros(B + 1, np.int64)
+    size = 0
+    for t in range(T):
+        a0, a1 = ptr[t], ptr[t + 1]
+        counts[:] = 0
+        for a in range(a0, a1):
+            u = idx[a]
+            used[u] = True
+            r = depth[u]
+            if r >= 0:  # bucket b: the number of capacities <= r (the unit misses at those)
+                b = 0
+                while b < B and sorted_caps[b] <= r:
+                    b += 1
+                counts[b] += 1
+        hits = 0
+        for j in range(B):  # hits at the j-th smallest capacity: units in buckets 0..j
+            hits += counts[j]
+            out_hits[order[j], t] = hits
+        # new stack: this token's units, highest index first, then the rest in their order
+        w = 0
+        for a in range(a1 - 1, a0 - 1, -1):
+            fresh[w] = idx[a]
+            w += 1
+        for i in range(size):
+            v = stack[i]
+            fresh[w] = v
+            w += used[v] ^ True
+        size = w
+        stack, fresh = fresh, stack
+        for i in range(size):
+            depth[stack[i]] = i
+        for a in range(a0, a1):
+            used[idx[a]] = False

@@ -150,6 +150,16 @@ def _device(cfg: ReplayConfig) -> Device:
     )
 
 
+def _config(config: ReplayConfig | None, settings: dict) -> ReplayConfig:
+    if config is not None:
+        return config
+    try:
+        return ReplayConfig(**settings)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+
+
 def replay(config: ReplayConfig | None = None, progress: bool = False, **settings) -> ReplayResult:
     """Replay a trace under one configuration.
 
@@ -157,13 +167,24 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
     ``replay(trace="traces/smollm2-135m", device="a18", dram="64MB", method="dip-ca", gamma=0.2)``.
     Raises SimcoreError subclasses for bad settings or traces.
     """
-    if config is None:
-        try:
-            config = ReplayConfig(**settings)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
-    cfg = config
+    cfg = _config(config, settings)
+    return replay_drams(cfg, [cfg.dram], progress=progress)[0]
+
+
+def replay_drams(
+    config: ReplayConfig | None = None, drams: list | None = None, progress: bool = False, **settings
+) -> list[ReplayResult]:
+    """Replay one configuration at several DRAM budgets (``drams``: sizes such as "4GB"; None = the
+    device's default), reading the trace once.
+
+    For masks that do not depend on the cache (every method but dip-ca with gamma < 1 or approximate
+    selection) the masks are computed once per token for all budgets; LRU, a stack algorithm, then
+    gives the hits of every capacity from one recency stack, and the other policies run one cache
+    per budget over the shared masks. Cache-aware masks replay each budget separately. The results
+    equal separate :func:`replay` calls exactly.
+    """
+    cfg = _config(config, settings)
+    drams = [cfg.dram] if drams is None else list(drams)
     device = _device(cfg)
     reader = TraceReader(resolve_trace_path(cfg.trace, cfg.model))
     shape = reader.model
@@ -183,31 +204,29 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
             f"--policy {cfg.policy} needs masks that do not depend on the cache, but {cfg.method} "
             f"with gamma {cfg.gamma} re-weights by cache state; use --policy lfu or lru, or --gamma 1"
         )
-    dram_budget = parse_size(cfg.dram, "--dram") if cfg.dram is not None else int((device.dram_budget_gb or 0) * 1e9)
-    if dram_budget <= 0:
-        raise ConfigError(f"device {device.name} has no dram_budget_gb; give --dram (e.g. --dram 4GB)")
+    budgets = []
+    for dram in drams:
+        b = parse_size(dram, "--dram") if dram is not None else int((device.dram_budget_gb or 0) * 1e9)
+        if b <= 0:
+            raise ConfigError(f"device {device.name} has no dram_budget_gb; give --dram (e.g. --dram 4GB)")
+        budgets.append(b)
     quant = cfg.quant()
-    mem = plan(
-        shape,
-        selection,
-        dram_budget,
-        quant,
-        cfg.context,
-        tuple(cfg.kind_split) if cfg.kind_split else None,
-        cache=not getattr(policy, "NO_CACHE", False),
-    )
+    split = tuple(cfg.kind_split) if cfg.kind_split else None
+    no_cache = getattr(policy, "NO_CACHE", False)
+    mems = [plan(shape, selection, b, quant, cfg.context, split, cache=not no_cache) for b in budgets]
     T = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
     if T == 0:
         raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
     if T >= 2**31:
         raise TraceError(f"trace {reader.path} has {T} tokens; replay handles fewer than 2^31")
+    if cache_dependent and len(budgets) > 1:
+        return [replay_drams(cfg.model_copy(update={"dram": d}), [d], progress=progress)[0] for d in drams]
 
-    n_kinds = len(selection.kinds)
+    n_kinds, n_b = len(selection.kinds), len(budgets)
     used_tok = np.zeros((n_kinds, T), np.int64)  # selected units per token, summed over layers
-    hit_tok = np.zeros((n_kinds, T), np.int64)
-    records: list[dict] = []
+    hit_tok = np.zeros((n_b, n_kinds, T), np.int64)
+    records: list[list[dict]] = [[] for _ in budgets]
     mass_kept = mass_tot = 0.0
-
     bar = None
     if progress:
         from tqdm import tqdm
@@ -221,35 +240,73 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
             leave=False,
             dynamic_ncols=True,
         )
+    if n_b == 1:
+
+        def work(layer):
+            return [
+                (u, h[None], k, t)
+                for u, h, k, t in _replay_layer(reader, layer, T, selection, mems[0], cfg, policy, bar)
+            ]
+    else:
+
+        def work(layer):
+            return _replay_layer_shared(reader, layer, T, selection, mems, cfg, policy, bar)
+
     threads = cfg.threads or os.cpu_count() or 1
     if threads > 1:  # the kernels and Parquet decoding release the GIL
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(min(threads, shape.n_layers))
-        results = pool.map(
-            lambda layer: _replay_layer(reader, layer, T, selection, mem, cfg, policy, bar), range(shape.n_layers)
-        )
+        results = pool.map(work, range(shape.n_layers))
     else:
         pool = None
-        results = (_replay_layer(reader, layer, T, selection, mem, cfg, policy, bar) for layer in range(shape.n_layers))
+        results = (work(layer) for layer in range(shape.n_layers))
     try:
         for layer, res in enumerate(results):  # in layer order, so every sum is in a fixed order
-            for ki, (kind, kp) in enumerate(zip(selection.kinds, mem.kinds)):
+            for ki, kind in enumerate(selection.kinds):
                 used, hits, kept, tot = res[ki]
                 used_tok[ki] += used
-                hit_tok[ki] += hits
+                hit_tok[:, ki] += hits
                 if kind.mass:
                     mass_kept += float(kept.sum())
                     mass_tot += float(tot.sum())
-                records.append(_record(layer, kind.name, kp.capacity, used, hits, cfg.warmup))
+                for bi, mem in enumerate(mems):
+                    records[bi].append(_record(layer, kind.name, mem.kinds[ki].capacity, used, hits[bi], cfg.warmup))
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
-    return _summarise(
-        cfg, device, shape, selection, mem, used_tok, hit_tok, records, mass_kept, mass_tot, T, reader, dram_budget
-    )
+    return [
+        _summarise(
+            cfg.model_copy(update={"dram": None if dram is None else str(dram)}),
+            device,
+            shape,
+            selection,
+            mems[bi],
+            used_tok,
+            hit_tok[bi],
+            records[bi],
+            mass_kept,
+            mass_tot,
+            T,
+            reader,
+            budgets[bi],
+        )
+        for bi, dram in enumerate(drams)
+    ]
+
+
+def _replay_layer_shared(reader, layer, T, selection, mems: list[MemoryPlan], cfg: ReplayConfig, policy, bar):
+    """One layer at several capacities over masks computed once (cache-independent masks only).
+    Returns per kind (used (T,), hits (B, T), kept (T,), tot (T,))."""
+    sims = _layer_sims(reader, layer, T, selection, mems[0], cfg, "belady", bar)  # mask collection only
+    out = []
+    for ki, sim in enumerate(sims):
+        used, _, kept, tot = sim.finish_masks()
+        caps = np.array([mem.kinds[ki].capacity for mem in mems], np.int64)
+        out.append((used, sim.hits_at(caps, policy), kept, tot))
+    return out
 
 
 def _thresholds(reader: TraceReader, layer: int, column: str, fraction: float, calib_tokens: int) -> float:
@@ -363,14 +420,11 @@ class KindSim:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if self.future:
-            idx = np.concatenate(self._masks) if self._masks else np.empty(0, np.int32)
-            self._masks = []
-            ptr = np.zeros(self.T + 1, np.int64)
-            np.cumsum(self.used, out=ptr[1:])
-            nxt = K.next_use_times(idx, ptr, self.n)
+            self.finish_masks()
+            nxt = K.next_use_times(self.idx, self.ptr, self.n)
             K.replay_masks(
-                idx,
-                ptr,
+                self.idx,
+                self.ptr,
                 nxt,
                 self.cap,
                 self.in_cache,
@@ -382,6 +436,47 @@ class KindSim:
                 self.hits,
             )
         return self.used, self.hits, self.kept, self.tot
+
+    def finish_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Collect the masks fed so far (policies with future knowledge collect instead of caching) as
+        CSR ``self.idx`` / ``self.ptr``; returns (used, hits, kept, tot)."""
+        if self._masks or not hasattr(self, "idx"):
+            self.idx = np.concatenate(self._masks) if self._masks else np.empty(0, np.int32)
+            self._masks = []
+            self.ptr = np.zeros(self.T + 1, np.int64)
+            np.cumsum(self.used, out=self.ptr[1:])
+        return self.used, self.hits, self.kept, self.tot
+
+    def hits_at(self, caps: np.ndarray, policy) -> np.ndarray:
+        """Hits per token (B, T) of the collected masks at each capacity in ``caps`` under ``policy``:
+        one recency stack for LRU (a stack algorithm: the cache of capacity C is always the C most
+        recent units, ties to the higher index), one cache run per capacity otherwise."""
+        pol = policies.load(policy) if isinstance(policy, str) else policy
+        caps = np.minimum(np.asarray(caps, np.int64), self.n)
+        out = np.zeros((len(caps), self.T), np.int32)
+        if getattr(pol, "NO_CACHE", False):
+            return out
+        if pol is policies.load("lru"):
+            K.lru_stack_hits(self.idx, self.ptr, self.n, caps, out)
+            return out
+        pw = K.priority_weights(pol.weights(self.T), self.T)
+        nxt = K.next_use_times(self.idx, self.ptr, self.n) if pol.NEEDS_FUTURE else np.zeros(len(self.idx), np.int32)
+        n = self.n
+        for b, cap in enumerate(caps):
+            K.replay_masks(
+                self.idx,
+                self.ptr,
+                nxt,
+                int(cap),
+                np.zeros(n, np.bool_),
+                np.zeros(n, np.int32),
+                np.zeros(n, np.int32),
+                np.full(n, K.NEVER, np.int32),
+                np.zeros(1, np.int64),
+                pw,
+                out[b],
+            )
+        return out
 
 
 def simulate(
@@ -428,9 +523,8 @@ def simulate(
     return {"used": used, "hits": hits, "kept": kept, "tot": tot}
 
 
-def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar):
-    """Replay tokens [0, T) of one layer for every kind. Returns per kind (used, hits, kept, tot) arrays
-    of shape (T,)."""
+def _layer_sims(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar) -> list[KindSim]:
+    """Feed tokens [0, T) of one layer to one KindSim per kind and return them (not yet finished)."""
     kinds = selection.kinds
     columns = sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set()))
     read = tuple(columns) or ("token_id",)  # dense reads no magnitudes, only the row count
@@ -469,7 +563,13 @@ def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfi
             bar.update(nb)
         if t0 >= T:
             break
-    return [sim.finish() for sim in sims]
+    return sims
+
+
+def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar):
+    """Replay tokens [0, T) of one layer for every kind. Returns per kind (used, hits, kept, tot) arrays
+    of shape (T,)."""
+    return [sim.finish() for sim in _layer_sims(reader, layer, T, selection, mem, cfg, policy, bar)]
 
 
 def _rate(hits: float, acc: float) -> float | None:

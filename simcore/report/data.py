@@ -1,0 +1,270 @@
+"""The sweep results table as the report sees it: loaded, checked, joined with perplexities, and sliced.
+
+A results table has one row per configuration (settings, metrics, ``status``); an eval table gives a
+perplexity per (model, method, density[, gamma]). Everything here works on plain lists of dicts: a sweep
+has hundreds of rows, not millions, and the report needs no data-frame library.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from simcore.errors import ConfigError
+
+SETTINGS = (
+    "trace",
+    "model",
+    "device",
+    "dram_bytes",
+    "flash_bw_gbps",
+    "dram_bw_gbps",
+    "method",
+    "density",
+    "rho_in",
+    "rho_d",
+    "gamma",
+    "policy",
+    "bits",
+    "context",
+)
+METRICS = (
+    "hit_rate",
+    "hit_rate_steady",
+    "tokens_per_s",
+    "tokens_per_s_steady",
+    "flash_bytes_per_token",
+    "dram_bytes_per_token",
+    "t_dram_ms",
+    "t_flash_ms",
+    "mlp_density",
+    "mass_kept",
+)
+REQUIRED = SETTINGS + METRICS + ("key", "status", "error")
+EVAL_REQUIRED = ("model", "method", "density", "perplexity")
+
+# What one plot holds fixed: the workload and hardware besides DRAM size ("scenario").
+SCENARIO = ("trace", "model", "device", "flash_bw_gbps", "dram_bw_gbps", "bits", "context")
+METHOD_ORDER = ("dense", "glu", "gate", "up", "cats", "dip", "dip-ca")
+POLICY_ORDER = ("lfu", "lru", "belady", "none")
+ORACLE_POLICIES = ("belady",)
+TOL = 1e-6
+TPS = "tokens_per_s_steady"
+
+
+@dataclass
+class ReportData:
+    """The ok rows of a results table (``gamma`` null read as 1.0, ``perplexity`` joined or None)."""
+
+    rows: list[dict]
+    source: str
+    n_total: int
+    errors: list[dict]
+    has_eval: bool = False
+    baseline: dict[str, float] = field(default_factory=dict)  # model -> dense perplexity
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_table(path: Path, what: str, csv_ok: bool) -> pa.Table:
+    if not path.exists():
+        raise ConfigError(f"{what} {str(path)!r} does not exist; give the path of a Parquet file")
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a directory; give the path of a Parquet file")
+    try:
+        if csv_ok and path.suffix.lower() in (".csv", ".txt"):
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path)
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        kind = "a Parquet or CSV file" if csv_ok else "a Parquet file"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read {what} {str(path)!r} as {kind}: {first}") from None
+
+
+def _check_columns(table: pa.Table, required, what: str, hint: str) -> None:
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise ConfigError(f"{what} lacks the column(s) {', '.join(missing)}; {hint}")
+
+
+def load_results(results: str | os.PathLike | pa.Table) -> ReportData:
+    """Read and check a sweep results table (path to Parquet, or a pyarrow Table).
+
+    Raises ConfigError (one line) for a missing or unreadable file, missing columns or no ok rows.
+    """
+    if isinstance(results, pa.Table):
+        table, source = results, "(in-memory table)"
+    else:
+        path = Path(results)
+        table, source = _read_table(path, "results table", csv_ok=False), str(path)
+    _check_columns(table, REQUIRED, f"results table {source}", "is it the output of `simcore sweep`?")
+    all_rows = table.select(list(REQUIRED)).to_pylist()
+    ok = [r for r in all_rows if r["status"] == "ok"]
+    errors = [r for r in all_rows if r["status"] != "ok"]
+    if not ok:
+        raise ConfigError(
+            f"results table {source} has no rows with status 'ok' ({len(all_rows)} rows, all failed or empty)"
+        )
+    for r in ok:
+        if r["gamma"] is None or (isinstance(r["gamma"], float) and math.isnan(r["gamma"])):
+            r["gamma"] = 1.0
+        if r["mlp_density"] is None:
+            r["mlp_density"] = r["density"]
+        r["perplexity"] = None
+    return ReportData(rows=ok, source=source, n_total=len(all_rows), errors=errors)
+
+
+def load_eval(path: str | os.PathLike) -> list[dict]:
+    """Read an eval table (Parquet or CSV): model, method, density, [gamma], perplexity."""
+    path = Path(path)
+    table = _read_table(path, "eval table", csv_ok=True)
+    _check_columns(table, EVAL_REQUIRED, f"eval table {str(path)!r}", "it needs model, method, density, perplexity")
+    cols = list(EVAL_REQUIRED) + (["gamma"] if "gamma" in table.column_names else [])
+    rows = table.select(cols).to_pylist()
+    for r in rows:
+        r.setdefault("gamma", None)
+        if r["perplexity"] is None:
+            raise ConfigError(f"eval table {str(path)!r} has a row without perplexity: {r}")
+    return rows
+
+
+def _close(a, b) -> bool:
+    return a is not None and b is not None and abs(float(a) - float(b)) <= TOL
+
+
+def join_eval(data: ReportData, evals: list[dict]) -> None:
+    """Set ``row["perplexity"]`` from the eval table, matching (model, method, density, gamma).
+
+    Dense rows match the model's dense eval row whatever their density. An eval row with no gamma matches
+    any gamma; one with a gamma matches only that gamma (results' null gamma counts as 1.0). Where several
+    eval rows match, one with an explicit gamma wins.
+    """
+    data.has_eval = True
+    for e in evals:
+        if e["method"] == "dense":
+            data.baseline.setdefault(e["model"], float(e["perplexity"]))
+    unmatched = 0
+    for r in data.rows:
+        best = None
+        for e in evals:
+            if e["model"] != r["model"] or e["method"] != r["method"]:
+                continue
+            if r["method"] != "dense" and not _close(e["density"], r["density"]):
+                continue
+            if e["gamma"] is not None and not _close(e["gamma"], r["gamma"]):
+                continue
+            if best is None or (best["gamma"] is None and e["gamma"] is not None):
+                best = e
+        if best is not None:
+            r["perplexity"] = float(best["perplexity"])
+        else:
+            unmatched += 1
+    models = sorted({r["model"] for r in data.rows})
+    no_base = [m for m in models if m not in data.baseline]
+    if no_base:
+        data.notes.append(
+            f"the eval table has no dense row for {', '.join(no_base)}: perplexity budgets for it are left out"
+        )
+    if unmatched:
+        data.notes.append(
+            f"{unmatched} of {len(data.rows)} ok rows have no matching eval row (model, method, density, gamma); "
+            "they are left out of the perplexity tables and the Pareto plot"
+        )
+
+
+# ---- slicing ---------------------------------------------------------------------------------------------
+
+
+def ordered(values, order=()) -> list:
+    """Distinct values, those named in ``order`` first (in that order), the rest sorted."""
+    vals = {v for v in values if v is not None}
+    head = [v for v in order if v in vals]
+    rest = sorted((v for v in vals if v not in order), key=lambda v: (str(type(v)), v))
+    return head + rest
+
+
+def mode(values):
+    """The most common value; ties go to the smallest (so the choice does not depend on row order)."""
+    counts = Counter(v for v in values if v is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min((v for v, c in counts.items() if c == top), key=lambda v: (str(type(v)), v))
+
+
+def lower_median(values):
+    """The median of the distinct values, the lower one of the two middle values for an even count."""
+    vals = sorted({v for v in values if v is not None})
+    return vals[(len(vals) - 1) // 2] if vals else None
+
+
+def scenario_of(row: dict) -> tuple:
+    return tuple(row[c] for c in SCENARIO)
+
+
+def scenarios(rows: list[dict]) -> list[tuple]:
+    """Scenario keys, the one with most rows first."""
+    counts = Counter(scenario_of(r) for r in rows)
+    return sorted(counts, key=lambda s: (-counts[s], str(s)))
+
+
+def describe_scenario(s: tuple) -> str:
+    d = dict(zip(SCENARIO, s))
+    return (
+        f"{d['model']} on {d['device']} (Flash {d['flash_bw_gbps']:g} GB/s, DRAM {d['dram_bw_gbps']:g} GB/s, "
+        f"{d['bits']:g}-bit, context {d['context']}; trace {d['trace']})"
+    )
+
+
+def short_scenario(s: tuple) -> str:
+    d = dict(zip(SCENARIO, s))
+    return f"{d['model']} on {d['device']}, Flash {d['flash_bw_gbps']:g} GB/s"
+
+
+def gb(nbytes) -> str:
+    """DRAM size in decimal GB, as short as exact: 4, 0.064, 1.5."""
+    return f"{nbytes / 1e9:g}"
+
+
+def variant(row: dict) -> str:
+    """Line label: the method, with gamma for dip-ca (gamma is what distinguishes its runs)."""
+    return f"dip-ca γ={row['gamma']:g}" if row["method"] == "dip-ca" else row["method"]
+
+
+def variant_key(label: str) -> tuple:
+    method, _, g = label.partition(" γ=")
+    idx = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return (idx, method, float(g) if g else 0.0)
+
+
+def fastest(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """One row per distinct ``keys``: the one with the highest steady tokens/s (e.g. over rho splits)."""
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        if r[TPS] is None:
+            continue
+        k = tuple(r[c] for c in keys)
+        if k not in best or r[TPS] > best[k][TPS]:
+            best[k] = r
+    return list(best.values())
+
+
+def method_color(method: str) -> str:
+    palette = {
+        "dense": "black",
+        "glu": "tab:gray",
+        "gate": "tab:olive",
+        "up": "tab:brown",
+        "cats": "tab:purple",
+        "dip": "tab:blue",
+        "dip-ca": "tab:red",
+    }
+    return palette.get(method, "tab:cyan")
