@@ -145,6 +145,78 @@ def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
 
 
 @cli.command()
+@click.option(
+    "--grid",
+    "grid_file",
+    type=click.Path(dir_okay=False),
+    help="YAML grid file (axes under 'grid:', fixed settings beside it); flags below add or replace axes",
+)
+@click.option("--device", help="device profiles, comma-separated (a18,snapdragon-8s-gen3)")
+@click.option("--dram", help="DRAM budgets: 48MB,64MB or a range 32MB:128MB:16MB")
+@click.option("--flash-bw", help="Flash bandwidths in GB/s: 1,2 or 0.5:4:0.5")
+@click.option("--dram-bw", help="DRAM bandwidths in GB/s: 60,77")
+@click.option("--method", help="methods: dense,glu,gate,up,cats,dip,dip-ca")
+@click.option("--policy", help="policies: lfu,lru,belady,none")
+@click.option("--gamma", help="dip-ca gammas: 0.1,0.2 or 0.1:0.5:0.1 (other methods ignore gamma)")
+@click.option("--density", help="MLP densities: 0.4,0.5 or 0.3:0.7:0.1")
+@click.option("--bits", help="weight bits: 4,8")
+@click.option("--trace", help="trace directory [default: traces/<model>]")
+@click.option("--model", help="model alias, short for --trace traces/NAME [default: smollm2-135m]")
+@click.option("--tokens", type=int, help="replay only the first N tokens of the trace")
+@click.option("--context", type=int, help="context length (KV cache) [default: 1024]")
+@click.option("--warmup", type=int, help="tokens left out of steady-state figures [default: 100]")
+@click.option(
+    "--out",
+    default="results/sweep.parquet",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="results table; re-running the same sweep resumes it",
+)
+@click.option("--workers", type=int, default=0, show_default=True, help="worker processes (0: one per core)")
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "dask"]),
+    default="process",
+    show_default=True,
+    help="run tasks in local processes or on an existing Dask cluster",
+)
+@click.option("--scheduler", help="Dask scheduler address for --executor dask (tcp://host:8786)")
+@click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: when a terminal)")
+def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
+    """Run a grid of replays and collect one Parquet row per configuration.
+
+    Hit counts are computed once per cache behaviour: bandwidths and devices only change the timing,
+    and all DRAM sizes of a configuration share one pass over the trace.
+
+    \b
+    Examples:
+      simcore sweep --dram 48MB:96MB:16MB --flash-bw 1,2 --method dip,dip-ca --out results/dram.parquet
+      simcore sweep --grid grids/gamma.yaml --workers 2
+      simcore sweep --grid grids/big.yaml --executor dask --scheduler tcp://10.0.0.5:8786
+    """
+    from simcore.sweep.grid import AXES, Grid, parse_axis
+    from simcore.sweep.run import run_sweep, summarise
+
+    axes = {k: parse_axis(k, v) for k, v in flags.items() if k in AXES and v is not None}
+    fixed = {k: v for k, v in flags.items() if k not in AXES and v is not None}
+    if grid_file:
+        grid = Grid.from_yaml(grid_file, overrides=axes)
+        grid.fixed.update(fixed)
+    else:
+        grid = Grid(axes, fixed)
+    table = run_sweep(
+        grid,
+        out,
+        workers=workers,
+        executor=executor,
+        scheduler=scheduler,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    click.echo(summarise(table))
+    click.echo(f"results: {out} (grid: {out}.grid.yaml)")
+
+
+@cli.command()
 def devices():
     """List the bundled device profiles."""
     from simcore.device import available_devices, load_device

@@ -593,6 +593,43 @@ def _record(layer: int, kind: str, cap: int, used: np.ndarray, hits: np.ndarray,
     }
 
 
+def token_time(b_dram: float, b_flash: float, ops: float, device: Device, overlap: bool = False) -> dict:
+    """The throughput model of DESIGN.md for mean bytes per token: t = B_dram/BW_dram + B_flash/BW_flash
+    (+ compute time ``ops / compute_tops`` when the device gives it, overlapped with I/O if asked)."""
+    t_dram, t_flash = b_dram / (device.dram_bw_gbps * 1e9), b_flash / (device.flash_bw_gbps * 1e9)
+    t_io = t_dram + t_flash
+    t_compute = ops / (device.compute_tops * 1e12) if device.compute_tops else 0.0
+    t = max(t_io, t_compute) if overlap else t_io + t_compute
+    return {
+        "dram_bytes_per_token": b_dram,
+        "flash_bytes_per_token": b_flash,
+        "ops_per_token": ops,
+        "t_dram_ms": t_dram * 1e3,
+        "t_flash_ms": t_flash * 1e3,
+        "t_compute_ms": t_compute * 1e3,
+        "t_token_ms": t * 1e3,
+        "tokens_per_s": 1.0 / t,
+    }
+
+
+def retime(result: ReplayResult, device: Device, overlap: bool | None = None) -> ReplayResult:
+    """The same replay on another device's bandwidths (and compute): the cache behaviour does not
+    depend on them, so only the timing figures are recomputed from the bytes per token."""
+    overlap = result.config["overlap_compute"] if overlap is None else overlap
+    totals = dict(result.totals)
+    for suffix in ("", "_steady"):
+        t = token_time(
+            totals["dram_bytes_per_token" + suffix],
+            totals["flash_bytes_per_token" + suffix],
+            totals["ops_per_token" + suffix],
+            device,
+            overlap,
+        )
+        totals.update({k + suffix: v for k, v in t.items()})
+    config = dict(result.config, device=device.model_dump(), overlap_compute=overlap)
+    return ReplayResult(config, result.memory, totals, result.kinds, result.layers)
+
+
 def _summarise(
     cfg,
     device,
@@ -618,27 +655,12 @@ def _summarise(
     density_tok = mlp_weights_tok / (shape.n_layers * shape.mlp_params_per_layer)
     sp = shape.static_params
     static_weights = sp.attention + sp.other + (sp.embedding if shape.tied else sp.lm_head)
-    dram_bw, flash_bw = device.dram_bw_gbps * 1e9, device.flash_bw_gbps * 1e9
     w = min(cfg.warmup, T - 1) if T > cfg.warmup else None
     steady = slice(cfg.warmup, T) if w is not None else slice(0, T)
 
     def timing(sl: slice) -> dict:
-        b_dram, b_flash = float(dram[sl].mean()), float(flash[sl].mean())
-        t_dram, t_flash = b_dram / dram_bw, b_flash / flash_bw
-        t_io = t_dram + t_flash
-        t_compute = 0.0
-        if device.compute_tops:  # two operations (multiply, add) per weight used
-            t_compute = 2 * (static_weights + float(mlp_weights_tok[sl].mean())) / (device.compute_tops * 1e12)
-        t = max(t_io, t_compute) if cfg.overlap_compute else t_io + t_compute
-        return {
-            "dram_bytes_per_token": b_dram,
-            "flash_bytes_per_token": b_flash,
-            "t_dram_ms": t_dram * 1e3,
-            "t_flash_ms": t_flash * 1e3,
-            "t_compute_ms": t_compute * 1e3,
-            "t_token_ms": t * 1e3,
-            "tokens_per_s": 1.0 / t,
-        }
+        ops = 2 * (static_weights + float(mlp_weights_tok[sl].mean()))  # a multiply and an add per weight
+        return token_time(float(dram[sl].mean()), float(flash[sl].mean()), ops, device, cfg.overlap_compute)
 
     acc, hits = int(used_tok.sum()), int(hit_tok.sum())
     acc_s, hits_s = int(used_tok[:, steady].sum()), int(hit_tok[:, steady].sum())

@@ -234,6 +234,13 @@ def gb(nbytes) -> str:
     return f"{nbytes / 1e9:g}"
 
 
+def fmt_tps(v: float | None) -> str:
+    """Tokens/s for tables: one decimal from 10 up, two below (so 0.31 and 0.36 stay apart)."""
+    if v is None:
+        return "—"
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
 def variant(row: dict) -> str:
     """Line label: the method, with gamma for dip-ca (gamma is what distinguishes its runs)."""
     return f"dip-ca γ={row['gamma']:g}" if row["method"] == "dip-ca" else row["method"]

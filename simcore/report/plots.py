@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -34,6 +35,8 @@ from simcore.report.data import (
 )
 
 POLICY_STYLE = {"lfu": "-", "lru": "--", "belady": ":", "none": "-."}
+GAMMA_STYLES = ("-", "--", "-.", ":")
+NAN = float("nan")
 
 
 @dataclass
@@ -129,20 +132,20 @@ def throughput_vs_density(f: Focus) -> Plot | Skip:
         return Skip(name, "fewer than two MLP densities at the median DRAM size and the common policy")
     fig, (ax,) = _new_figure()
     labels = sorted({variant(r) for r in sparse}, key=variant_key)
+    ca_labels = [lab for lab in labels if lab.startswith("dip-ca")]
     for lab in labels:
         pts = sorted((r["mlp_density"], r[TPS], r["method"]) for r in sparse if variant(r) == lab)
         ax.plot(
             [p[0] for p in pts],
             [p[1] for p in pts],
-            marker="o",
+            marker="^" if lab in ca_labels else "o",
             color=method_color(pts[0][2]),
-            linestyle="--" if lab.startswith("dip-ca") and "γ=1" == lab[-3:] else "-",
-            alpha=1.0 if not lab.startswith("dip-ca") or lab == f"dip-ca γ={f.gamma:g}" else 0.55,
+            linestyle=GAMMA_STYLES[ca_labels.index(lab) % len(GAMMA_STYLES)] if lab in ca_labels else "-",
             label=lab,
         )
     for r in (r for r in rows if r["method"] == "dense"):
-        ax.axhline(r[TPS], color="black", linestyle=":", linewidth=1.2)
-        ax.plot([r["mlp_density"]], [r[TPS]], marker="s", color="black", linestyle="none", label="dense")
+        ax.axhline(r[TPS], color="black", linestyle=":", linewidth=1.2, label=f"dense: {r[TPS]:.3g} tokens/s")
+        ax.plot([r["mlp_density"]], [r[TPS]], marker="s", color="black", linestyle="none")
     ax.set_xlabel("achieved MLP density (fraction of MLP weight bytes used per token)")
     ax.set_ylabel("steady-state throughput (tokens/s)")
     ax.set_title(f"Throughput vs MLP density — {short_scenario(f.scenario)}\n{f.label('dram', 'policy')}")
@@ -197,7 +200,7 @@ def pareto(f: Focus, data: ReportData) -> Plot | Skip:
     )
     base = data.baseline.get(dict(zip(("trace", "model"), f.scenario))["model"])
     if base is not None:
-        ax.axvline(base, color="gray", linestyle=":", linewidth=1)
+        ax.axvline(base, color="gray", linestyle=":", linewidth=1, label=f"dense perplexity {base:.2f}")
         for d in (0.2, 0.5):
             ax.axvline(base + d, color="gray", linestyle="--", linewidth=0.8, alpha=0.6)
             ax.annotate(f"dense +{d:g}", (base + d, 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90)
@@ -264,7 +267,7 @@ def gamma_effect(f: Focus) -> Plot | Skip:
         return Skip(name, f"dip-ca has {len(gammas) or 'no'} gamma value(s) at the median DRAM size")
     rows = fastest(ca, ("density", "gamma"))
     fig, axes = _new_figure(2, width=12)
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = matplotlib.colormaps["viridis"]
     dens = sorted({r["density"] for r in rows})
     for j, d in enumerate(dens):
         pts = sorted((r["gamma"], r[TPS], r["hit_rate_steady"]) for r in rows if r["density"] == d)
@@ -312,7 +315,7 @@ def policies(f: Focus) -> Plot | Skip:
     for i, pol in enumerate(pols):
         xs = [m + (i - (len(pols) - 1) / 2) * width for m in range(len(methods))]
         for ax, col in zip(axes, (TPS, "hit_rate_steady")):
-            vals = [by[(m, pol)][col] if (m, pol) in by and by[(m, pol)][col] is not None else 0.0 for m in methods]
+            vals = [by[(m, pol)][col] if (m, pol) in by and by[(m, pol)][col] is not None else NAN for m in methods]
             ax.bar(xs, vals, width=width, color=cmap.get(pol, f"C{i}"), label=pol, edgecolor="white")
     for ax in axes:
         ax.set_xticks(range(len(methods)), [m if m != "dip-ca" else f"dip-ca (γ={f.gamma:g})" for m in methods])
