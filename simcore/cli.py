@@ -236,6 +236,11 @@ def info(trace):
     click.echo(r.meta.model_dump_json(indent=2, exclude={"command"}))
 
 
+from simcore.report.command import report_command  # noqa: E402
+
+cli.add_command(report_command)
+
+
 def _add_optional_commands() -> None:
     try:
         from simcore.trace.command import trace_command

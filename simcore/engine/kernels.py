@@ -328,7 +328,7 @@ def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_
     """Selections of a batch of tokens for masks that do not depend on the cache.
 
     Writes the selections' unit indices back to back (ascending per token) into ``out_idx`` (int32,
-    length >= T_b * U) and their sizes into ``out_used`` (int32[T_b]). Returns the indices written.
+    length >= the indices written + U) and their sizes into ``out_used`` (int32[T_b]). Returns the indices written.
     """
     T = scores.shape[0]
     used = np.zeros(n_units, np.bool_)
@@ -344,10 +344,9 @@ def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_
         m = select_units(row, lut, mode, k, thr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf)
         out_used[i] = m
         _mass(hmag[i], lut, used, has_mass, out_kept, out_tot, i)
-        for u in range(n_units):
-            if used[u]:
-                out_idx[pos] = u
-                pos += 1
+        for u in range(n_units):  # branch-free compaction: out_idx has n_units of slack
+            out_idx[pos] = u
+            pos += used[u]
     return pos
 
 
@@ -398,45 +397,35 @@ def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
     LRU under simcore's rules is a stack algorithm: the cache of capacity C always holds the C units
     of largest (last use, unit index) — a token's units enter together, the higher index more recent,
     and a selection larger than C keeps its C highest indices. So one recency stack serves every C:
-    a unit hits at C when its depth before the token is below C. O(U) per token, whatever B is."""
+    the hits at C are the token's units among the top C of the stack before it. One pass over the
+    stack per token, whatever B is."""
     T = ptr.shape[0] - 1
     B = caps.shape[0]
     stack = np.empty(n_units, np.int32)
     fresh = np.empty(n_units, np.int32)
-    depth = np.full(n_units, -1, np.int64)
+    prefix = np.zeros(n_units + 1, np.int64)  # prefix[i]: this token's units among the top i
     used = np.zeros(n_units, np.bool_)
-    order = np.argsort(caps)
-    sorted_caps = caps[order]
-    counts = np.zeros(B + 1, np.int64)
     size = 0
     for t in range(T):
         a0, a1 = ptr[t], ptr[t + 1]
-        counts[:] = 0
         for a in range(a0, a1):
-            u = idx[a]
-            used[u] = True
-            r = depth[u]
-            if r >= 0:  # bucket b: the number of capacities <= r (the unit misses at those)
-                b = 0
-                while b < B and sorted_caps[b] <= r:
-                    b += 1
-                counts[b] += 1
-        hits = 0
-        for j in range(B):  # hits at the j-th smallest capacity: units in buckets 0..j
-            hits += counts[j]
-            out_hits[order[j], t] = hits
-        # new stack: this token's units, highest index first, then the rest in their order
+            used[idx[a]] = True
+        # new stack: this token's units, highest index first, then the others in their order
         w = 0
         for a in range(a1 - 1, a0 - 1, -1):
             fresh[w] = idx[a]
             w += 1
+        running = 0
         for i in range(size):
             v = stack[i]
+            x = used[v]
+            running += x
+            prefix[i + 1] = running
             fresh[w] = v
-            w += used[v] ^ True
+            w += x ^ True
+        for b in range(B):
+            out_hits[b, t] = prefix[min(caps[b], size)]
         size = w
         stack, fresh = fresh, stack
-        for i in range(size):
-            depth[stack[i]] = i
         for a in range(a0, a1):
             used[idx[a]] = False

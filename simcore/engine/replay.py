@@ -374,7 +374,7 @@ class KindSim:
         hm = hmag.view(np.uint16) if self.mass else np.empty((0, 0), np.uint16)
         sl = slice(t0, t0 + nb)
         if self.future:
-            idx = np.empty(nb * (self.k if self.mode == K.MODE_TOPK else self.n), np.int32)
+            idx = np.empty(nb * (self.k if self.mode == K.MODE_TOPK else self.n) + self.n, np.int32)
             n_idx = K.mask_batch(
                 scores,
                 hm,

@@ -1,0 +1,74 @@
+"""Sweep speed (issue #5): a DRAM sweep of 8 sizes x 2 Flash speeds for one method whose masks do not
+depend on the cache (dip, LRU), timed as (a) 16 independent replays and (b) one sweep, and a
+4-task grid on 1 versus 2 worker processes.
+
+    python benchmarks/sweep.py [--trace DIR] [--tokens 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from replay import ensure_trace  # noqa: E402
+
+from simcore.engine.replay import replay  # noqa: E402
+from simcore.sweep import Grid, run_sweep  # noqa: E402
+
+DRAMS = ["1GB", "1.25GB", "1.5GB", "2GB", "2.5GB", "3GB", "4GB", "5GB"]
+FLASH = ["1", "2"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trace", type=Path, default=Path("traces") / "mistral7b-synth-512")
+    ap.add_argument("--tokens", type=int, default=256, help="tokens of the trace replayed")
+    args = ap.parse_args()
+    ensure_trace(args.trace, 512)
+    fixed = dict(trace=str(args.trace), tokens=args.tokens, method="dip", density=0.5, policy="lru", threads=1)
+    replay(**{**fixed, "tokens": 2}, dram="2GB")  # load the compiled kernels
+
+    t0 = time.perf_counter()
+    separate = [replay(**fixed, dram=d, flash_bw=f) for d in DRAMS for f in FLASH]
+    t_separate = time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = Grid({"dram": DRAMS, "flash_bw": FLASH}, fixed)
+        t0 = time.perf_counter()
+        rows = run_sweep(grid, Path(tmp) / "a.parquet", workers=1).to_pylist()
+        t_sweep = time.perf_counter() - t0
+        same = all(
+            r["tokens_per_s_steady"] == s.totals["tokens_per_s_steady"] and r["hits"] == s.totals["hits"]
+            for r, s in zip(rows, separate)
+        )
+        print(
+            f"mistral7b shapes, {args.tokens} tokens x 32 layers, dip rho 0.5, LRU, "
+            f"{len(DRAMS)} DRAM sizes x {len(FLASH)} Flash speeds"
+        )
+        print(f"(a) 16 independent replays : {t_separate:7.2f} s")
+        print(
+            f"(b) one sweep, 1 worker    : {t_sweep:7.2f} s   ratio {t_separate / t_sweep:5.1f}x (target >= 8x); "
+            f"rows equal the replays: {same}"
+        )
+        grid4 = Grid(
+            {"dram": DRAMS, "flash_bw": FLASH, "policy": ["lru", "lfu"], "density": [0.4, 0.6]},
+            {k: v for k, v in fixed.items() if k not in ("policy", "density")},
+        )
+        times = {}
+        for workers in (1, 2):
+            t0 = time.perf_counter()
+            run_sweep(grid4, Path(tmp) / f"w{workers}.parquet", workers=workers)
+            times[workers] = time.perf_counter() - t0
+        print(
+            f"4-task grid (64 configurations): 1 worker {times[1]:.2f} s, 2 workers {times[2]:.2f} s "
+            f"(speed-up {times[1] / times[2]:.2f}x on {__import__('os').cpu_count()} cores)"
+        )
+
+
+if __name__ == "__main__":
+    main()
