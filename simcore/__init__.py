@@ -17,6 +17,7 @@ _LAZY = {
     "ReplayConfig": ("simcore.engine.replay", "ReplayConfig"),
     "ReplayResult": ("simcore.engine.replay", "ReplayResult"),
     "simulate": ("simcore.engine.replay", "simulate"),
+    "replay_drams": ("simcore.engine.replay", "replay_drams"),
     "synth_trace": ("simcore.trace.synth", "synth_trace"),
     "TraceReader": ("simcore.trace.format", "TraceReader"),
     "TraceWriter": ("simcore.trace.format", "TraceWriter"),
