@@ -16,34 +16,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from simcore.errors import ConfigError
+from simcore.sweep.columns import METRIC_COLUMNS, SETTING_COLUMNS
 
-SETTINGS = (
-    "trace",
-    "model",
-    "device",
-    "dram_bytes",
-    "flash_bw_gbps",
-    "dram_bw_gbps",
-    "method",
-    "density",
-    "rho_in",
-    "rho_d",
-    "gamma",
-    "policy",
-    "bits",
-    "context",
-)
-METRICS = (
-    "hit_rate",
-    "hit_rate_steady",
-    "tokens_per_s",
-    "tokens_per_s_steady",
-    "flash_bytes_per_token",
-    "dram_bytes_per_token",
-    "t_dram_ms",
-    "t_flash_ms",
-    "mlp_density",
-    "mass_kept",
+# the sweep's columns that the report reads (simcore/sweep/columns.py is the one definition)
+SETTINGS = tuple(c for c in SETTING_COLUMNS if c not in ("dram", "warmup", "tokens"))
+METRICS = tuple(
+    c
+    for c in METRIC_COLUMNS
+    if c
+    not in ("flash_bytes_per_token_steady", "dram_bytes_per_token_steady", "t_compute_ms", "accesses", "hits", "misses")
 )
 REQUIRED = SETTINGS + METRICS + ("key", "status", "error")
 EVAL_REQUIRED = ("model", "method", "density", "perplexity")
