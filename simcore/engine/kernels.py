@@ -404,21 +404,21 @@ def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
     stack = np.empty(n_units, np.int32)
     fresh = np.empty(n_units, np.int32)
     prefix = np.zeros(n_units + 1, np.int64)  # prefix[i]: this token's units among the top i
-    used = np.zeros(n_units, np.bool_)
+    stamp = np.full(n_units, -1, np.int64)  # stamp[u] == t: u is used at token t (no clearing pass)
     size = 0
     for t in range(T):
         a0, a1 = ptr[t], ptr[t + 1]
-        for a in range(a0, a1):
-            used[idx[a]] = True
         # new stack: this token's units, highest index first, then the others in their order
         w = 0
         for a in range(a1 - 1, a0 - 1, -1):
-            fresh[w] = idx[a]
+            u = idx[a]
+            stamp[u] = t
+            fresh[w] = u
             w += 1
         running = 0
         for i in range(size):
             v = stack[i]
-            x = used[v]
+            x = stamp[v] == t
             running += x
             prefix[i + 1] = running
             fresh[w] = v
@@ -427,5 +427,3 @@ def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
             out_hits[b, t] = prefix[min(caps[b], size)]
         size = w
         stack, fresh = fresh, stack
-        for a in range(a0, a1):
-            used[idx[a]] = False

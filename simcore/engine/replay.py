@@ -389,7 +389,7 @@ class KindSim:
                 self.kept[sl],
                 self.tot[sl],
             )
-            self._masks.append(idx[:n_idx].copy())
+            self._masks.append(idx[:n_idx])  # a view: concatenated once in finish_masks
         else:
             K.replay_batch(
                 scores,
