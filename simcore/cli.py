@@ -236,9 +236,11 @@ def info(trace):
     click.echo(r.meta.model_dump_json(indent=2, exclude={"command"}))
 
 
+from simcore.prune.command import prune_command  # noqa: E402
 from simcore.report.command import report_command  # noqa: E402
 
 cli.add_command(report_command)
+cli.add_command(prune_command)
 
 
 def _add_optional_commands() -> None:
