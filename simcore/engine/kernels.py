@@ -289,6 +289,7 @@ def replay_batch(
     out_hits,
     out_kept,
     out_tot,
+    out_mask,
 ):
     """Replay a batch of tokens of one (layer, kind) with the cache in the loop (any policy without
     future knowledge; required for cache-aware masks).
@@ -300,9 +301,12 @@ def replay_batch(
         gamma, gamma_warmup: re-weighting factor and the number of tokens over which it falls
             linearly from 1 to gamma (0 = no warm-up); t0: global index of the batch's first token.
         out_used, out_hits: int32[T_b] selection size and hits per token; out_kept, out_tot: float64[T_b].
+        out_mask: bool[T_b, U] receives the selections (the masks ``simcore eval`` applies), or a (0, 0)
+            array when they are not wanted.
     """
     T = scores.shape[0]
     n = in_cache.shape[0]
+    keep_masks = out_mask.shape[0] > 0
     used = np.zeros(n, np.bool_)
     keys = np.empty(n, np.uint32)
     cand = np.empty(n, np.int32)
@@ -321,6 +325,8 @@ def replay_batch(
         out_used[i] = m
         out_hits[i] = cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist)
         _mass(hmag[i], lut, used, has_mass, out_kept, out_tot, i)
+        if keep_masks:
+            out_mask[i, :] = used
 
 
 @njit(**NJIT)

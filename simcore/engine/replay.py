@@ -185,7 +185,6 @@ def replay_drams(
     """
     cfg = _config(config, settings)
     drams = [cfg.dram] if drams is None else list(drams)
-    device = _device(cfg)
     reader = TraceReader(resolve_trace_path(cfg.trace, cfg.model))
     shape = reader.model
     if cfg.model is not None and cfg.trace is not None and cfg.model != shape.name:
@@ -193,6 +192,75 @@ def replay_drams(
             f"trace {reader.path} records model {shape.name!r}, not --model {cfg.model!r}; "
             "drop one of --trace/--model or trace that model"
         )
+    setting = resolve_setting(cfg, shape, drams)
+    T = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
+    if T == 0:
+        raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
+    if T >= 2**31:
+        raise TraceError(f"trace {reader.path} has {T} tokens; replay handles fewer than 2^31")
+    if setting.cache_dependent and len(drams) > 1:
+        return [replay_drams(cfg.model_copy(update={"dram": d}), [d], progress=progress)[0] for d in drams]
+    selection, mems, policy = setting.selection, setting.mems, setting.policy
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=shape.n_layers * T,
+            unit="tok-layer",
+            unit_scale=True,
+            desc="replay",
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
+    if len(mems) == 1:
+
+        def work(layer):
+            return [
+                (u, h[None], k, t)
+                for u, h, k, t in _replay_layer(reader, layer, T, selection, mems[0], cfg, policy, bar)
+            ]
+    else:
+
+        def work(layer):
+            return _replay_layer_shared(reader, layer, T, selection, mems, cfg, policy, bar)
+
+    threads = cfg.threads or os.cpu_count() or 1
+    if threads > 1:  # the kernels and Parquet decoding release the GIL
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(min(threads, shape.n_layers))
+        results = pool.map(work, range(shape.n_layers))
+    else:
+        pool = None
+        results = (work(layer) for layer in range(shape.n_layers))
+    source = {"trace": str(reader.path), "trace_source": reader.meta.source, "trace_tokens": reader.n_tokens}
+    try:
+        return summarise_layers(cfg, shape, setting, drams, results, T, source)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        if bar is not None:
+            bar.close()
+
+
+@dataclass
+class Setting:
+    """A configuration resolved against a model shape: what replay and eval both need."""
+
+    device: Device
+    policy: object
+    selection: object
+    budgets: list
+    mems: list
+    cache_dependent: bool
+
+
+def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
+    """Device, policy, method selection and memory plans of a configuration for a model shape, with the
+    checks of bad combinations (SimcoreError)."""
+    device = _device(cfg)
     policy = policies.load(cfg.policy)
     selection = methods.resolve(cfg.method, shape, cfg.density, rho_in=cfg.rho_in, rho_d=cfg.rho_d)
     aware = any(k.cache_aware for k in selection.kinds)
@@ -214,73 +282,34 @@ def replay_drams(
     split = tuple(cfg.kind_split) if cfg.kind_split else None
     no_cache = getattr(policy, "NO_CACHE", False)
     mems = [plan(shape, selection, b, quant, cfg.context, split, cache=not no_cache) for b in budgets]
-    T = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
-    if T == 0:
-        raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
-    if T >= 2**31:
-        raise TraceError(f"trace {reader.path} has {T} tokens; replay handles fewer than 2^31")
-    if cache_dependent and len(budgets) > 1:
-        return [replay_drams(cfg.model_copy(update={"dram": d}), [d], progress=progress)[0] for d in drams]
+    return Setting(device, policy, selection, budgets, mems, cache_dependent)
 
-    n_kinds, n_b = len(selection.kinds), len(budgets)
+
+def summarise_layers(
+    cfg: ReplayConfig, shape, setting: Setting, drams: list, results, T: int, source: dict
+) -> list[ReplayResult]:
+    """Aggregate per-layer results (an iterable, in layer order, of per-kind (used (T,), hits (B, T),
+    kept (T,), tot (T,))) into one ReplayResult per DRAM budget."""
+    selection, mems = setting.selection, setting.mems
+    n_kinds = len(selection.kinds)
     used_tok = np.zeros((n_kinds, T), np.int64)  # selected units per token, summed over layers
-    hit_tok = np.zeros((n_b, n_kinds, T), np.int64)
-    records: list[list[dict]] = [[] for _ in budgets]
+    hit_tok = np.zeros((len(mems), n_kinds, T), np.int64)
+    records: list[list[dict]] = [[] for _ in mems]
     mass_kept = mass_tot = 0.0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=shape.n_layers * T,
-            unit="tok-layer",
-            unit_scale=True,
-            desc="replay",
-            file=sys.stderr,
-            leave=False,
-            dynamic_ncols=True,
-        )
-    if n_b == 1:
-
-        def work(layer):
-            return [
-                (u, h[None], k, t)
-                for u, h, k, t in _replay_layer(reader, layer, T, selection, mems[0], cfg, policy, bar)
-            ]
-    else:
-
-        def work(layer):
-            return _replay_layer_shared(reader, layer, T, selection, mems, cfg, policy, bar)
-
-    threads = cfg.threads or os.cpu_count() or 1
-    if threads > 1:  # the kernels and Parquet decoding release the GIL
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(min(threads, shape.n_layers))
-        results = pool.map(work, range(shape.n_layers))
-    else:
-        pool = None
-        results = (work(layer) for layer in range(shape.n_layers))
-    try:
-        for layer, res in enumerate(results):  # in layer order, so every sum is in a fixed order
-            for ki, kind in enumerate(selection.kinds):
-                used, hits, kept, tot = res[ki]
-                used_tok[ki] += used
-                hit_tok[:, ki] += hits
-                if kind.mass:
-                    mass_kept += float(kept.sum())
-                    mass_tot += float(tot.sum())
-                for bi, mem in enumerate(mems):
-                    records[bi].append(_record(layer, kind.name, mem.kinds[ki].capacity, used, hits[bi], cfg.warmup))
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-        if bar is not None:
-            bar.close()
+    for layer, res in enumerate(results):  # in layer order, so every sum is in a fixed order
+        for ki, kind in enumerate(selection.kinds):
+            used, hits, kept, tot = res[ki]
+            used_tok[ki] += used
+            hit_tok[:, ki] += hits
+            if kind.mass:
+                mass_kept += float(kept.sum())
+                mass_tot += float(tot.sum())
+            for bi, mem in enumerate(mems):
+                records[bi].append(_record(layer, kind.name, mem.kinds[ki].capacity, used, hits[bi], cfg.warmup))
     return [
         _summarise(
             cfg.model_copy(update={"dram": None if dram is None else str(dram)}),
-            device,
+            setting.device,
             shape,
             selection,
             mems[bi],
@@ -290,8 +319,8 @@ def replay_drams(
             mass_kept,
             mass_tot,
             T,
-            reader,
-            budgets[bi],
+            source,
+            setting.budgets[bi],
         )
         for bi, dram in enumerate(drams)
     ]
@@ -361,10 +390,10 @@ class KindSim:
         self.kept, self.tot = np.zeros(T), np.zeros(T)
         self._masks: list[np.ndarray] = []
 
-    def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int) -> None:
+    def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int, masks: np.ndarray | None = None) -> None:
         """Tokens [t0, t0 + len(scores)): ``scores`` float16 magnitudes (T_b, U) (for MODE_ALL any
         (T_b, *)), ``hmag`` float16 |h| (T_b, U) when the kind tracks kept mass. Read as uint16 bit
-        patterns, without a copy."""
+        patterns, without a copy. ``masks`` (bool (T_b, U)), when given, receives each token's selection."""
         nb = scores.shape[0]
         if scores.dtype != np.float16 or (hmag is not None and hmag.dtype != np.float16):
             raise TypeError("KindSim.feed takes float16 magnitudes, as traces store them")
@@ -390,6 +419,9 @@ class KindSim:
                 self.tot[sl],
             )
             self._masks.append(idx[:n_idx])  # a view: concatenated once in finish_masks
+            if masks is not None:
+                masks[:] = False
+                masks[np.repeat(np.arange(nb), self.used[sl]), idx[:n_idx]] = True
         else:
             K.replay_batch(
                 scores,
@@ -416,6 +448,7 @@ class KindSim:
                 self.hits[sl],
                 self.kept[sl],
                 self.tot[sl],
+                np.zeros((0, 0), np.bool_) if masks is None else masks,
             )
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -642,7 +675,7 @@ def _summarise(
     mass_kept,
     mass_tot,
     T,
-    reader,
+    source,
     dram_budget,
 ) -> ReplayResult:
     unit_bytes = np.array([k.unit_bytes for k in mem.kinds])
@@ -698,14 +731,12 @@ def _summarise(
     resolved = cfg.model_dump()
     resolved.update(
         {
-            "trace": str(reader.path),
+            **source,
             "model": shape.name,
             "device": device.model_dump(),
             "dram_bytes": dram_budget,
             "bytes_per_weight": cfg.quant().bytes_per_weight,
             "selection": selection.detail,
-            "trace_tokens": reader.n_tokens,
-            "trace_source": reader.meta.source,
             "simcore_version": __version__,
         }
     )
