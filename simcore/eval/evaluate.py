@@ -1,0 +1,269 @@
+"""Perplexity with the sparsity masks and the DRAM cache in the loop (issue #4).
+
+Every MLP of the real model is run with its method's masks: the masks come from the replay engine's
+own kernels (KindSim, one per layer and unit kind, fed float16 magnitudes as the tracer records
+them), so ``eval`` and ``replay`` share one implementation of masking and caching. dip ranks its
+down channels by |h~|, the GLU activation computed from the pruned input, as the method defines.
+For dip-ca the cache state of token t depends only on earlier tokens' masks, so a window is
+processed layer by layer with the sequential cache pass in between: no token-by-token forward.
+The cache metrics and tokens/s of the run that was scored come out as a ReplayResult.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simcore.engine.replay import MODES, KindSim, ReplayConfig, ReplayResult, resolve_setting, summarise_layers
+from simcore.errors import ConfigError
+
+FP16_MAX = 65504.0
+
+
+@dataclass
+class EvalResult:
+    """Perplexity of the masked model over the evaluation windows, and the exact cache metrics."""
+
+    perplexity: float
+    tokens_scored: int
+    text: dict
+    replay: ReplayResult
+    seconds: float
+    masks: list | None = None
+    """With ``record_masks``: per layer, per kind, the bool (T, U) masks applied (None for kinds that use
+    every unit)."""
+
+    def to_dict(self) -> dict:
+        return {
+            "perplexity": self.perplexity,
+            "tokens_scored": self.tokens_scored,
+            "text": self.text,
+            "seconds": self.seconds,
+            **self.replay.to_dict(),
+        }
+
+
+def _f16(t) -> np.ndarray:
+    """|t| as float16 numpy (T, width), clamped to the float16 range, as the tracer records it."""
+    import torch
+
+    return t.detach().to(torch.float32).abs().clamp_(max=FP16_MAX).to(torch.float16).cpu().numpy()
+
+
+class _MaskedMLP:
+    """Replaces one MLP's forward: masks from the layer's KindSims, applied to the real weights."""
+
+    def __init__(self, mlp: Any, sims: list[KindSim], kinds, state: dict, record: list | None):
+        self.mlp, self.sims, self.kinds, self.state, self.record = mlp, sims, kinds, state, record
+        self.act = getattr(mlp, "act_fn", None) or mlp.activation_fn
+        self.fused = hasattr(mlp, "gate_up_proj")
+
+    def _gate_up(self, x):
+        if self.fused:
+            gu = self.mlp.gate_up_proj(x)
+            g, u = gu.chunk(2, dim=-1)
+            return g, u
+        return self.mlp.gate_proj(x), self.mlp.up_proj(x)
+
+    def __call__(self, x):
+        import torch
+
+        t0 = self.state["t0"]
+        xs = x.reshape(-1, x.shape[-1])
+        T_w = xs.shape[0]
+        names = [k.name for k in self.kinds]
+        if "input" in names:  # dip / dip-ca: prune input channels first
+            i = names.index("input")
+            mask = np.zeros((T_w, self.kinds[i].n_units), np.bool_)
+            self.sims[i].feed(_f16(xs), None, t0, masks=mask)
+            xs = xs * torch.from_numpy(mask).to(xs.dtype)
+            if self.record is not None:
+                self.record[i].append(mask)
+        g, u = self._gate_up(xs)
+        a = self.act(g)
+        h = a * u
+        source = {"h": h, "gate": a, "up": u, "x": xs}
+        for kind, sim in zip(self.kinds, self.sims):
+            if kind.name == "input":
+                continue
+            if kind.mode == "all":
+                sim.feed(np.empty((T_w, 0), np.float16), None, t0)
+                continue
+            mask = np.zeros((T_w, kind.n_units), np.bool_)
+            sim.feed(_f16(source[kind.score]), _f16(h) if kind.mass else None, t0, masks=mask)
+            h = h * torch.from_numpy(mask).to(h.dtype)
+            if self.record is not None:
+                self.record[names.index(kind.name)].append(mask)
+        return self.mlp.down_proj(h).reshape(*x.shape[:-1], -1)
+
+
+def _cats_thresholds(model, layers, windows, fraction: float) -> list[float]:
+    """Per layer, the |act(W_g x)| value above which ``fraction`` of the calibration values lie."""
+    import torch
+
+    values: list[list[np.ndarray]] = [[] for _ in layers]
+    handles = []
+    for i, layer in enumerate(layers):
+        mlp = layer.mlp
+        act = getattr(mlp, "act_fn", None) or mlp.activation_fn
+
+        def hook(_m, args, _out, i=i, mlp=mlp, act=act):
+            x = args[0].reshape(-1, args[0].shape[-1])
+            g = mlp.gate_up_proj(x).chunk(2, dim=-1)[0] if hasattr(mlp, "gate_up_proj") else mlp.gate_proj(x)
+            values[i].append(_f16(act(g)).astype(np.float64).ravel())
+
+        handles.append(mlp.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            for ids in windows:
+                model(input_ids=torch.from_numpy(np.asarray(ids, np.int64))[None], use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    if fraction >= 1:
+        return [-1.0] * len(layers)
+    return [float(np.quantile(np.concatenate(v), 1.0 - fraction)) for v in values]
+
+
+def evaluate(
+    model: str | Any = "smollm2-135m",
+    config: ReplayConfig | None = None,
+    *,
+    tokenizer: Any = None,
+    text: str | None = None,
+    dataset: str | None = None,
+    tokens: int = 1024,
+    seq_len: int = 256,
+    offset: int = 0,
+    calib_tokens: int = 512,
+    calib_offset: int = 8192,
+    model_path: str | None = None,
+    progress: bool = False,
+    record_masks: bool = False,
+    **settings,
+) -> EvalResult:
+    """Perplexity of ``model`` with ``config``'s method, policy and device in the loop.
+
+    Args:
+        model: an alias / path (loaded offline with simcore.trace.registry.load_model) or a loaded
+            transformers causal LM (then give ``tokenizer``).
+        config / settings: a ReplayConfig or its fields (method, density, gamma, policy, device, dram, ...).
+        text, dataset: the text source (the tracer's); ``tokens`` from ``offset`` are scored in windows
+            of ``seq_len``; cats calibrates on ``calib_tokens`` from ``calib_offset`` (must not overlap).
+    Returns an EvalResult whose ``replay`` holds the exact cache metrics of the scored run.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from simcore.trace.registry import decoder_layers, load_model
+    from simcore.trace.text import load_text, token_windows
+    from simcore.trace.tracer import model_shape
+
+    cfg = config or ReplayConfig(**settings)
+    if tokens <= 0:
+        raise ConfigError(f"--tokens must be positive, got {tokens}")
+    if offset < calib_offset + calib_tokens and calib_offset < offset + tokens:
+        raise ConfigError(
+            f"evaluation tokens [{offset}, {offset + tokens}) overlap calibration tokens "
+            f"[{calib_offset}, {calib_offset + calib_tokens}); move --offset or --calib-offset"
+        )
+    if isinstance(model, str):
+        lm = load_model(model, model_path=model_path, progress=progress)
+        net, tok, name = lm.model, lm.tokenizer, lm.name
+    else:
+        net, tok, name = model, tokenizer, getattr(model.config, "name_or_path", "model") or "model"
+        if tok is None:
+            raise ConfigError("evaluate(model=<loaded model>) needs tokenizer=")
+    source = load_text(text=text, dataset=dataset)
+    windows = token_windows(tok, source.text, tokens, seq_len, offset)
+    T = int(sum(len(w) for w in windows))
+    if T < tokens:
+        raise ConfigError(f"the text has only {offset + T} tokens; lower --tokens or --offset")
+    shape = model_shape(net, name)
+    setting = resolve_setting(cfg, shape, [cfg.dram])
+    selection, mem = setting.selection, setting.mems[0]
+    layers = decoder_layers(net)
+    thresholds = [0.0] * len(layers)
+    if any(k.mode == "threshold" for k in selection.kinds):
+        calib = token_windows(tok, source.text, calib_tokens, seq_len, calib_offset)
+        frac = selection.fractions[[k.mode for k in selection.kinds].index("threshold")]
+        thresholds = _cats_thresholds(net, layers, calib, frac)
+    state = {"t0": 0}
+    sims: list[list[KindSim]] = []
+    originals = []
+    recorded = [[[] for _ in selection.kinds] for _ in layers] if record_masks else None
+    for li, layer in enumerate(layers):
+        row = []
+        for kind, kp, frac in zip(selection.kinds, mem.kinds, selection.fractions):
+            k = int(round(frac * kind.n_units))
+            approx = min(int(round(cfg.approx_m * k)), kind.n_units) if cfg.approx_m > 1 else 0
+            row.append(
+                KindSim(
+                    kind.n_units,
+                    T,
+                    MODES[kind.mode],
+                    k=k,
+                    thr=thresholds[li],
+                    cap=kp.capacity,
+                    policy=setting.policy,
+                    aware=kind.cache_aware,
+                    gamma=cfg.gamma if kind.cache_aware else 1.0,
+                    gamma_warmup=cfg.gamma_warmup,
+                    fixed_top_n=cfg.fixed_top_n,
+                    approx_m=approx,
+                    mass=kind.mass,
+                )
+            )
+        sims.append(row)
+        originals.append(layer.mlp.forward)
+        layer.mlp.forward = _MaskedMLP(layer.mlp, row, selection.kinds, state, recorded[li] if record_masks else None)
+    nll, n_pred = 0.0, 0
+    start = time.perf_counter()
+    try:
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=T, unit="tok", desc=f"eval {cfg.method}", file=sys.stderr, leave=False)
+        with torch.inference_mode():
+            for ids in windows:
+                ids_t = torch.from_numpy(np.asarray(ids, np.int64))
+                logits = net(input_ids=ids_t[None], use_cache=False).logits[0]
+                if len(ids) > 1:
+                    nll += float(F.cross_entropy(logits[:-1].float(), ids_t[1:], reduction="sum"))
+                    n_pred += len(ids) - 1
+                state["t0"] += len(ids)
+                if bar is not None:
+                    bar.update(len(ids))
+        if bar is not None:
+            bar.close()
+    finally:
+        for layer, fwd in zip(layers, originals):
+            layer.mlp.forward = fwd
+    seconds = time.perf_counter() - start
+    per_layer = []
+    for row in sims:
+        per_layer.append([(u, h[None], kp, tt) for u, h, kp, tt in (s.finish() for s in row)])
+    info = {"trace": f"eval:{name}", "trace_source": source.name, "trace_tokens": T}
+    result = summarise_layers(cfg, shape, setting, [cfg.dram], per_layer, T, info)[0]
+    ppl = float(np.exp(nll / n_pred)) if n_pred else float("nan")
+    text_info = {
+        "source": source.name,
+        "eval_tokens": [offset, offset + T],
+        "seq_len": seq_len,
+        "calibration_tokens": [calib_offset, calib_offset + calib_tokens]
+        if any(k.mode == "threshold" for k in selection.kinds)
+        else None,
+        "disjoint": True,
+    }
+    masks = None
+    if recorded is not None:
+        masks = [[np.concatenate(m) if m else None for m in row] for row in recorded]
+    return EvalResult(ppl, n_pred, text_info, result, seconds, masks)
+
+
+__all__ = ["EvalResult", "evaluate"]
