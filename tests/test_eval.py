@@ -28,16 +28,25 @@ class Chars:
 
 def tiny(family="llama"):
     cls, kw = {"llama": ("LlamaConfig", {}), "phi3": ("Phi3Config", {"pad_token_id": 0})}[family]
-    cfg = getattr(transformers, cls)(vocab_size=VOCAB, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                     initializer_range=0.2, **kw)
+    cfg = getattr(transformers, cls)(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+        **kw,
+    )
     torch.manual_seed(0)
     return transformers.AutoModelForCausalLM.from_config(cfg).eval()
 
 
 def run(model, **kw):
-    base = dict(tokenizer=Chars(), tokens=96, seq_len=32, calib_tokens=64, calib_offset=200, dram="1MB", context=0,
-                warmup=8)
+    base = dict(
+        tokenizer=Chars(), tokens=96, seq_len=32, calib_tokens=64, calib_offset=200, dram="1MB", context=0, warmup=8
+    )
     return evaluate(model, **{**base, **kw})
 
 
@@ -90,8 +99,19 @@ def test_in_loop_cache_metrics_equal_a_replay_of_the_masks_used(llama, method, p
             np.cumsum(masks.sum(1), out=ptr[1:])
             nxt = K.next_use_times(idx, ptr, n)
             hits = np.zeros(T, np.int32)
-            K.replay_masks(idx, ptr, nxt, caps[names[ki]], np.zeros(n, np.bool_), np.zeros(n, np.int32),
-                           np.zeros(n, np.int32), np.full(n, K.NEVER, np.int32), np.zeros(1, np.int64), weights, hits)
+            K.replay_masks(
+                idx,
+                ptr,
+                nxt,
+                caps[names[ki]],
+                np.zeros(n, np.bool_),
+                np.zeros(n, np.int32),
+                np.zeros(n, np.int32),
+                np.full(n, K.NEVER, np.int32),
+                np.zeros(1, np.int64),
+                weights,
+                hits,
+            )
             rec = next(x for x in r.replay.layers if x["layer"] == li and x["kind"] == names[ki])
             assert rec["hits"] == int(hits.sum()) and rec["accesses"] == int(masks.sum())
 
@@ -103,3 +123,30 @@ def test_eval_refuses_overlapping_text_and_bad_settings(llama):
         run(llama, method="dip-ca", gamma=0.2, policy="belady")
     with pytest.raises(ConfigError, match="smaller than the model's resident part"):
         run(llama, method="dip", dram="1kB")
+
+
+def test_eval_of_a_statically_pruned_model_applies_its_masks(llama, tmp_path):
+    import copy
+
+    from simcore.prune.api import apply_masks, load_masks, prune_model
+
+    out = prune_model(
+        model=llama,
+        tokenizer=Chars(),
+        method="wanda",
+        sparsity="0.5",
+        calib_tokens=64,
+        seq_len=32,
+        calib_offset=200,
+        eval_tokens=64,
+        out=tmp_path / "p",
+        progress=False,
+    )
+    by_hand = copy.deepcopy(llama)
+    apply_masks(by_hand, load_masks(out))
+    expected = run(by_hand, method="dip", density=0.5).perplexity
+    got = run(copy.deepcopy(llama), method="dip", density=0.5, pruned=str(out))
+    assert got.perplexity == expected and got.text["pruned"] == str(out)
+    assert got.perplexity != run(llama, method="dip", density=0.5).perplexity
+    with pytest.raises(ConfigError, match="not a `simcore prune` output"):
+        run(llama, method="dense", pruned=str(tmp_path))

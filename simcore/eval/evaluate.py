@@ -144,6 +144,7 @@ def evaluate(
     model_path: str | None = None,
     progress: bool = False,
     record_masks: bool = False,
+    pruned: str | None = None,
     **settings,
 ) -> EvalResult:
     """Perplexity of ``model`` with ``config``'s method, policy and device in the loop.
@@ -154,6 +155,8 @@ def evaluate(
         config / settings: a ReplayConfig or its fields (method, density, gamma, policy, device, dram, ...).
         text, dataset: the text source (the tracer's); ``tokens`` from ``offset`` are scored in windows
             of ``seq_len``; cats calibrates on ``calib_tokens`` from ``calib_offset`` (must not overlap).
+        pruned: a ``simcore prune`` output directory: its static masks are applied to the model's
+            weights (in place) before the dynamic method runs on top of them.
     Returns an EvalResult whose ``replay`` holds the exact cache metrics of the scored run.
     """
     import torch
@@ -178,6 +181,14 @@ def evaluate(
         net, tok, name = model, tokenizer, getattr(model.config, "name_or_path", "model") or "model"
         if tok is None:
             raise ConfigError("evaluate(model=<loaded model>) needs tokenizer=")
+    if pruned is not None:
+        from pathlib import Path
+
+        from simcore.prune.api import apply_masks, load_masks
+
+        if not (Path(pruned) / "manifest.json").is_file():
+            raise ConfigError(f"--pruned {pruned}: not a `simcore prune` output (no manifest.json there)")
+        apply_masks(net, load_masks(pruned))
     source = load_text(text=text, dataset=dataset)
     windows = token_windows(tok, source.text, tokens, seq_len, offset)
     T = int(sum(len(w) for w in windows))
@@ -259,6 +270,7 @@ def evaluate(
         if any(k.mode == "threshold" for k in selection.kinds)
         else None,
         "disjoint": True,
+        "pruned": str(pruned) if pruned else None,
     }
     masks = None
     if recorded is not None:
