@@ -305,6 +305,50 @@ def eval_(
 
 
 @cli.command()
+@click.option("--model", "model_name", default="smollm2-135m", show_default=True, help="model alias, id or directory")
+@click.option("--model-path", help="local model directory or .gguf file")
+@click.option("--densities", default="0.4,0.5,0.6", show_default=True, help="target MLP densities, comma-separated")
+@click.option("--text", type=click.Path(dir_okay=False), help="calibration text file (default: the embedded text)")
+@click.option("--dataset", help="wikitext2 (local datasets cache) or a local wiki.test.raw")
+@click.option("--tokens", type=int, default=512, show_default=True, help="calibration tokens")
+@click.option(
+    "--offset",
+    type=int,
+    default=8192,
+    show_default=True,
+    help="first calibration token; evaluation (simcore eval) reads from 0, so keep them disjoint",
+)
+@click.option("--candidates", type=int, default=7, show_default=True, help="splits tried per density")
+def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, candidates):
+    """Find, per target density, DIP's split between input and down density (rho_in, rho_d) that
+    minimises perplexity on calibration text, and save it to calibration/<model>.json; replay and eval
+    then use it by default for that model."""
+    from simcore.eval.calibrate import calibrate as run
+
+    try:
+        values = tuple(float(v) for v in densities.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{densities!r}: give numbers such as 0.4,0.5", param_hint="--densities") from None
+    r = run(
+        model_name,
+        values,
+        text=text,
+        dataset=dataset,
+        tokens=tokens,
+        offset=offset,
+        candidates=candidates,
+        model_path=model_path,
+        log=lambda m: click.echo(m, err=True),
+    )
+    for e in r["splits"]:
+        click.echo(
+            f"density {e['density']:g}: rho_in {e['rho_in']:.3f}, rho_d {e['rho_d']:.3f} "
+            f"(perplexity {e['perplexity']:.3f} on tokens {r['text']['tokens'][0]}-{r['text']['tokens'][1]})"
+        )
+    click.echo(f"saved {r['path']}")
+
+
+@cli.command()
 def devices():
     """List the bundled device profiles."""
     from simcore.device import available_devices, load_device

@@ -16,7 +16,7 @@ def replay_table(result) -> str:
     sel = c.get("selection") or {}
     method = c["method"]
     if method in ("dip", "dip-ca"):
-        method += f" rho={c['density']:.2f} (rho_in {sel['rho_in']:.3f}, rho_d {sel['rho_d']:.3f})"
+        method += f" rho={c['density']:.2f} (rho_in {sel['rho_in']:.3f}, rho_d {sel['rho_d']:.3f}, {sel.get('split', 'given')})"
         if c["method"] == "dip-ca":
             method += f" gamma={c['gamma']:g}"
     elif method != "dense":

@@ -150,3 +150,37 @@ def test_eval_of_a_statically_pruned_model_applies_its_masks(llama, tmp_path):
     assert got.perplexity != run(llama, method="dip", density=0.5).perplexity
     with pytest.raises(ConfigError, match="not a `simcore prune` output"):
         run(llama, method="dense", pruned=str(tmp_path))
+
+
+def test_calibrate_keeps_the_split_of_lowest_perplexity_and_replay_uses_it(llama, tmp_path, monkeypatch):
+    from simcore.engine.replay import replay
+    from simcore.eval.calibrate import calibrate, calibration_file, candidate_splits
+    from simcore.trace.synth import synth_trace
+
+    monkeypatch.setenv("SIMCORE_CALIBRATION", str(tmp_path / "cal"))
+    r = calibrate(
+        llama, (0.5,), tokenizer=Chars(), name="smollm2-135m", tokens=64, seq_len=32, offset=200, candidates=4, log=None
+    )
+    entry = r["splits"][0]
+    assert [(c["rho_in"], c["rho_d"]) for c in entry["candidates"]] == candidate_splits(0.5, 4)
+    assert entry["perplexity"] == min(c["perplexity"] for c in entry["candidates"])
+    again = run(
+        llama,
+        method="dip",
+        density=0.5,
+        rho_in=entry["rho_in"],
+        offset=200,
+        calib_offset=0,
+        calib_tokens=0,
+        tokens=64,
+        policy="none",
+    )
+    assert again.perplexity == pytest.approx(entry["perplexity"], rel=1e-9)
+    assert calibration_file("smollm2-135m").is_file()
+    trace = synth_trace("smollm2-135m", 8, tmp_path / "t")
+    rep = replay(trace=str(trace), method="dip", density=0.5, dram="80MB")
+    assert rep.config["selection"]["rho_d"] == pytest.approx(entry["rho_d"])
+    assert rep.config["selection"]["split"].startswith("calibrated")
+    assert (
+        replay(trace=str(trace), method="dip", density=0.4, dram="80MB").config["selection"]["split"] == "default rule"
+    )

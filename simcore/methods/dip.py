@@ -3,7 +3,8 @@ channels selects W_u and W_g columns (cached together as one "input" unit); top-
 d_int selects W_d columns ("down" units). From a dense trace, replay ranks by |h| (DESIGN.md,
 "Trace"). rho = (2 rho_in + rho_d) / 3.
 
-Default split (until a per-model calibration exists): rho_d = sqrt(rho), rho_in = (3 rho - rho_d)/2,
+Split: a per-model calibration (``simcore calibrate``, calibration/<model>.json) when one exists for the
+density; otherwise the default rule rho_d = sqrt(rho), rho_in = (3 rho - rho_d)/2,
 i.e. more density on the down matrix; below rho = 1/9 the split is uniform. --rho-in or --rho-d
 sets one side and the other follows from rho.
 """
@@ -44,9 +45,17 @@ def split(density: float, rho_in: float | None = None, rho_d: float | None = Non
 def resolve(
     shape, density: float, rho_in: float | None = None, rho_d: float | None = None, cache_aware: bool = False, **_
 ) -> Selection:
+    source = "given" if rho_in is not None or rho_d is not None else "default rule"
+    if rho_in is None and rho_d is None:
+        from simcore.eval.calibrate import calibration_file, lookup_split
+
+        found = lookup_split(shape.name, density)
+        if found is not None:
+            rho_in, rho_d = found
+            source = f"calibrated ({calibration_file(shape.name)})"
     r_in, r_d = split(density, rho_in, rho_d)
     kinds = (
         KindSpec("input", shape.d, 2 * shape.d_int, "topk", score="x", cache_aware=cache_aware),
         KindSpec("down", shape.d_int, shape.d, "topk", score="h", cache_aware=cache_aware, mass=True),
     )
-    return Selection(kinds, (r_in, r_d), {"rho_in": r_in, "rho_d": r_d})
+    return Selection(kinds, (r_in, r_d), {"rho_in": r_in, "rho_d": r_d, "split": source})

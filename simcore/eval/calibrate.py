@@ -1,0 +1,137 @@
+"""DIP's split calibration: for a model and each target MLP density rho, the split between input density
+rho_in and down density rho_d (rho = (2 rho_in + rho_d) / 3) that minimises perplexity on calibration
+text disjoint from the evaluation text. Saved as ``calibration/<model>.json``; replay and eval use it
+by default for that model (simcore.methods.dip.split), falling back to the default rule otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simcore.errors import ConfigError
+from simcore.results import atomic_write_bytes
+
+DEFAULT_DIR = Path("calibration")
+"""Where calibrations are saved and looked up (relative to the working directory; SIMCORE_CALIBRATION
+overrides)."""
+
+
+def calibration_dir() -> Path:
+    return Path(os.environ.get("SIMCORE_CALIBRATION", DEFAULT_DIR))
+
+
+def calibration_file(model: str) -> Path:
+    return calibration_dir() / f"{model.replace('/', '--')}.json"
+
+
+def lookup_split(model: str, density: float) -> tuple[float, float] | None:
+    """(rho_in, rho_d) calibrated for ``model`` at ``density`` (within 1e-6), or None."""
+    path = calibration_file(model)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        for entry in data["splits"]:
+            if abs(entry["density"] - density) < 1e-6:
+                return float(entry["rho_in"]), float(entry["rho_d"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is not a simcore calibration file; re-create it with `simcore calibrate`") from None
+    return None
+
+
+def candidate_splits(density: float, n: int = 7) -> list[tuple[float, float]]:
+    """``n`` splits from uniform (rho_d = rho) to the most down-heavy one possible (rho_d = min(1, 3 rho))."""
+    lo, hi = density, min(1.0, 3 * density)
+    out = []
+    for rho_d in np.linspace(lo, hi, n):
+        rho_in = (3 * density - rho_d) / 2
+        if 0 <= rho_in <= 1:
+            out.append((round(float(rho_in), 6), round(float(rho_d), 6)))
+    return out
+
+
+def calibrate(
+    model: str | Any = "smollm2-135m",
+    densities: tuple[float, ...] = (0.4, 0.5, 0.6),
+    *,
+    tokenizer: Any = None,
+    name: str | None = None,
+    text: str | None = None,
+    dataset: str | None = None,
+    tokens: int = 512,
+    seq_len: int = 256,
+    offset: int = 8192,
+    candidates: int = 7,
+    save: bool = True,
+    model_path: str | None = None,
+    log=print,
+) -> dict:
+    """Evaluate dip at each candidate split of each density on calibration text (``tokens`` tokens from
+    ``offset``: keep it disjoint from evaluation text) and keep the split of lowest perplexity. Saves
+    ``calibration/<model>.json`` atomically when ``save``. Returns the calibration as a dict."""
+    from simcore.eval.evaluate import evaluate
+    from simcore.trace.registry import load_model
+
+    if isinstance(model, str):
+        lm = load_model(model, model_path=model_path, progress=False)
+        net, tok, name = lm.model, lm.tokenizer, name or lm.name
+    else:
+        net, tok = model, tokenizer
+        if tok is None or name is None:
+            raise ConfigError("calibrate(model=<loaded model>) needs tokenizer= and name=")
+    splits = []
+    for density in densities:
+        if not 0 < density <= 1:
+            raise ConfigError(f"--densities: {density} is not in (0, 1]")
+        tried = []
+        for rho_in, rho_d in candidate_splits(density, candidates):
+            r = evaluate(
+                net,
+                tokenizer=tok,
+                text=text,
+                dataset=dataset,
+                tokens=tokens,
+                seq_len=seq_len,
+                offset=offset,
+                calib_tokens=0,
+                calib_offset=offset + tokens,
+                method="dip",
+                density=density,
+                rho_in=rho_in,
+                policy="none",
+                dram="1TB",
+                context=0,
+            )
+            tried.append({"rho_in": rho_in, "rho_d": rho_d, "perplexity": r.perplexity})
+            if log:
+                log(f"density {density:g}: rho_in {rho_in:.3f} rho_d {rho_d:.3f} -> perplexity {r.perplexity:.3f}")
+        best = min(tried, key=lambda c: (c["perplexity"], c["rho_d"]))
+        splits.append(
+            {
+                "density": density,
+                "rho_in": best["rho_in"],
+                "rho_d": best["rho_d"],
+                "perplexity": best["perplexity"],
+                "candidates": tried,
+            }
+        )
+    result = {
+        "model": name,
+        "method": "dip",
+        "text": {
+            "source": text or dataset or "pydoc_data.topics",
+            "tokens": [offset, offset + tokens],
+            "seq_len": seq_len,
+        },
+        "splits": splits,
+    }
+    if save:
+        path = calibration_file(name)
+        atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+        result["path"] = str(path)
+    return result
