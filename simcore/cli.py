@@ -318,7 +318,7 @@ def eval_(
     show_default=True,
     help="first calibration token; evaluation (simcore eval) reads from 0, so keep them disjoint",
 )
-@click.option("--candidates", type=int, default=7, show_default=True, help="splits tried per density")
+@click.option("--candidates", type=int, default=9, show_default=True, help="splits tried per density")
 def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, candidates):
     """Find, per target density, DIP's split between input and down density (rho_in, rho_d) that
     minimises perplexity on calibration text, and save it to calibration/<model>.json; replay and eval

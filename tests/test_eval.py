@@ -163,6 +163,7 @@ def test_calibrate_keeps_the_split_of_lowest_perplexity_and_replay_uses_it(llama
     )
     entry = r["splits"][0]
     assert [(c["rho_in"], c["rho_d"]) for c in entry["candidates"]] == candidate_splits(0.5, 4)
+    assert (0.5, 0.5) in candidate_splits(0.5, 4)  # the uniform split is always tried
     assert entry["perplexity"] == min(c["perplexity"] for c in entry["candidates"])
     again = run(
         llama,

@@ -44,11 +44,12 @@ def lookup_split(model: str, density: float) -> tuple[float, float] | None:
     return None
 
 
-def candidate_splits(density: float, n: int = 7) -> list[tuple[float, float]]:
-    """``n`` splits from uniform (rho_d = rho) to the most down-heavy one possible (rho_d = min(1, 3 rho))."""
-    lo, hi = density, min(1.0, 3 * density)
+def candidate_splits(density: float, n: int = 9) -> list[tuple[float, float]]:
+    """``n`` splits evenly spaced in rho_d over every feasible split, from input-heavy (rho_in = 1 or
+    rho_d near 0) to down-heavy (rho_d = 1 or rho_in = 0); the uniform split is always among them."""
+    lo, hi = max(3 * density - 2, density / 4), min(1.0, 3 * density)
     out = []
-    for rho_d in np.linspace(lo, hi, n):
+    for rho_d in sorted({*np.linspace(lo, hi, n).tolist(), density}):
         rho_in = (3 * density - rho_d) / 2
         if 0 <= rho_in <= 1:
             out.append((round(float(rho_in), 6), round(float(rho_d), 6)))
@@ -66,7 +67,7 @@ def calibrate(
     tokens: int = 512,
     seq_len: int = 256,
     offset: int = 8192,
-    candidates: int = 7,
+    candidates: int = 9,
     save: bool = True,
     model_path: str | None = None,
     log=print,

@@ -134,6 +134,7 @@ def evaluate(
     config: ReplayConfig | None = None,
     *,
     tokenizer: Any = None,
+    name: str | None = None,
     text: str | None = None,
     dataset: str | None = None,
     tokens: int = 1024,
@@ -151,7 +152,8 @@ def evaluate(
 
     Args:
         model: an alias / path (loaded offline with simcore.trace.registry.load_model) or a loaded
-            transformers causal LM (then give ``tokenizer``).
+            transformers causal LM (then give ``tokenizer``, and ``name``: the alias that finds its
+            calibration).
         config / settings: a ReplayConfig or its fields (method, density, gamma, policy, device, dram, ...).
         text, dataset: the text source (the tracer's); ``tokens`` from ``offset`` are scored in windows
             of ``seq_len``; cats calibrates on ``calib_tokens`` from ``calib_offset`` (must not overlap).
@@ -178,7 +180,8 @@ def evaluate(
         lm = load_model(model, model_path=model_path, progress=progress)
         net, tok, name = lm.model, lm.tokenizer, lm.name
     else:
-        net, tok, name = model, tokenizer, getattr(model.config, "name_or_path", "model") or "model"
+        net, tok = model, tokenizer
+        name = name or getattr(model.config, "name_or_path", "") or "model"
         if tok is None:
             raise ConfigError("evaluate(model=<loaded model>) needs tokenizer=")
     if pruned is not None:

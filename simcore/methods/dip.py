@@ -36,6 +36,7 @@ def split(density: float, rho_in: float | None = None, rho_d: float | None = Non
         rho_in = (3 * density - rho_d) / 2
         if rho_in <= 0 or density <= 1 / 9:
             rho_in = rho_d = density
+    rho_in, rho_d = (min(max(v, 0.0), 1.0) if -1e-9 <= v <= 1 + 1e-9 else v for v in (rho_in, rho_d))  # rounding
     for name, v in (("rho_in", rho_in), ("rho_d", rho_d)):
         if not 0 <= v <= 1:
             raise ConfigError(f"density {density} needs {name} = {v:.4f}, outside [0, 1]; choose another split")
