@@ -238,7 +238,9 @@ def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
     show_default=True,
     help="first calibration token (calibration and evaluation text must not overlap)",
 )
-@_options_from(ReplayConfig, skip=("trace", "model", "tokens", "threads", "batch_tokens", "cats_calib_tokens"))
+@_options_from(
+    ReplayConfig, skip=("trace", "model", "tokens", "threads", "batch_tokens", "cats_calib_tokens", "pruned")
+)
 @click.option("--json", "as_json", is_flag=True, help="print everything as JSON (perplexity among the keys)")
 @click.option("--out", type=click.Path(dir_okay=False), help="also write the JSON result to FILE")
 @click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: when a terminal)")

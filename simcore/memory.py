@@ -59,6 +59,27 @@ class MemoryPlan:
         return asdict(self)
 
 
+def pruned_cost(path: str) -> tuple[str, float, float]:
+    """(model, kept fraction, metadata bits per original weight) of a ``simcore prune`` output: what a
+    statically pruned MLP costs per weight of the dense matrix (1 bit of mask per weight for
+    unstructured sparsity, ceil(log2 C(M, N)) bits per group of M for N:M)."""
+    import json
+    from pathlib import Path
+
+    manifest = Path(path) / "manifest.json"
+    try:
+        data = json.loads(manifest.read_text())
+        mats = data["matrices"].values()
+        total = sum(m["shape"][0] * m["shape"][1] for m in mats)
+        kept = sum(m["kept"] for m in mats)
+        meta = sum(m["metadata_bits"] for m in mats)
+        return data["model"], kept / total, meta / total
+    except FileNotFoundError:
+        raise ConfigError(f"--pruned {path}: not a `simcore prune` output (no manifest.json there)") from None
+    except (ValueError, KeyError, TypeError, ZeroDivisionError):
+        raise ConfigError(f"{manifest} is not a simcore prune manifest; re-create it with `simcore prune`") from None
+
+
 def kv_cache_bytes(shape: ModelShape, context: int, quant: Quant) -> float:
     """K and V for ``context`` tokens in every layer."""
     return 2 * shape.n_layers * shape.n_kv_heads * shape.head_dim * context * quant.kv_bits / 8
@@ -72,6 +93,7 @@ def plan(
     context: int,
     kind_shares: tuple[float, ...] | None = None,
     cache: bool = True,
+    mlp_bytes_per_weight: float | None = None,
 ) -> MemoryPlan:
     """Lay out DRAM for a model, a method's unit kinds and a budget.
 
@@ -88,7 +110,8 @@ def plan(
     # LM head is the embedding table and is read whole), plus norms and the whole KV cache
     head = sp.embedding if shape.tied else sp.lm_head + shape.d
     static_read = (sp.attention + sp.other + head) * bpw + sp.norms * NORM_BYTES + kv
-    mlp_total = shape.n_layers * shape.mlp_params_per_layer * bpw
+    mlp_bpw = bpw if mlp_bytes_per_weight is None else mlp_bytes_per_weight
+    mlp_total = shape.n_layers * shape.mlp_params_per_layer * mlp_bpw
     mlp_cache = dram_budget - static_resident
     if mlp_cache < 0:
         raise ConfigError(
@@ -96,7 +119,7 @@ def plan(
             f"{format_bytes(static_resident)} (weights {format_bytes(static_resident - kv)} + KV cache "
             f"{format_bytes(kv)} for {context} tokens); raise --dram, lower --context or --bits"
         )
-    kind_bytes = [k.n_units * k.weights_per_unit * bpw for k in selection.kinds]
+    kind_bytes = [k.n_units * k.weights_per_unit * mlp_bpw for k in selection.kinds]
     shares = list(kind_shares) if kind_shares is not None else kind_bytes
     if len(shares) != len(selection.kinds) or min(shares) < 0 or sum(shares) <= 0:
         raise ConfigError(
@@ -106,7 +129,7 @@ def plan(
     per_layer = min(mlp_cache, mlp_total) / shape.n_layers
     kinds = []
     for k, share in zip(selection.kinds, shares):
-        unit_bytes = k.weights_per_unit * bpw
+        unit_bytes = k.weights_per_unit * mlp_bpw
         cap = int(per_layer * share / sum(shares) // unit_bytes) if cache else 0
         kinds.append(KindPlan(k.name, k.n_units, unit_bytes, min(cap, k.n_units)))
     return MemoryPlan(dram_budget, static_resident, kv, static_read, mlp_total, mlp_cache, tuple(kinds))

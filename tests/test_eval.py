@@ -145,7 +145,7 @@ def test_eval_of_a_statically_pruned_model_applies_its_masks(llama, tmp_path):
     by_hand = copy.deepcopy(llama)
     apply_masks(by_hand, load_masks(out))
     expected = run(by_hand, method="dip", density=0.5).perplexity
-    got = run(copy.deepcopy(llama), method="dip", density=0.5, pruned=str(out))
+    got = run(copy.deepcopy(llama), method="dip", density=0.5, pruned=str(out), name="llama")
     assert got.perplexity == expected and got.text["pruned"] == str(out)
     assert got.perplexity != run(llama, method="dip", density=0.5).perplexity
     with pytest.raises(ConfigError, match="not a `simcore prune` output"):

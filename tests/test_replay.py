@@ -288,3 +288,25 @@ def test_lru_recency_stack_equals_one_cache_per_capacity():
         got = sim.hits_at(caps, "lru")
         for b, cap in enumerate(caps):
             assert got[b].tolist() == simulate(scores, k, int(cap), "lru")["hits"].tolist()
+
+
+def test_a_statically_pruned_model_is_smaller_in_the_memory_plan(smol_trace, tmp_path):
+    # a prune manifest by hand: half the weights kept, 1 bit of mask per weight (unstructured)
+    (tmp_path / "p").mkdir()
+    m = {
+        "model": "smollm2-135m",
+        "matrices": {"layers.0.mlp.up_proj": {"shape": [1536, 576], "kept": 1536 * 288, "metadata_bits": 1536 * 576}},
+    }
+    (tmp_path / "p" / "manifest.json").write_text(json.dumps(m))
+    dense = replay(trace=str(smol_trace), method="dip", dram="80MB")
+    pruned = replay(trace=str(smol_trace), method="dip", dram="80MB", pruned=str(tmp_path / "p"))
+    bpw = (4 + 16 / 128) / 8
+    assert pruned.kinds["down"]["unit_bytes"] == pytest.approx(576 * (0.5 * bpw + 1 / 8))
+    assert pruned.memory["mlp_total"] == pytest.approx(dense.memory["mlp_total"] * (0.5 * bpw + 1 / 8) / bpw)
+    assert pruned.totals["tokens_per_s_steady"] > dense.totals["tokens_per_s_steady"]
+    with pytest.raises(ConfigError, match="not a `simcore prune` output"):
+        replay(trace=str(smol_trace), dram="80MB", pruned=str(tmp_path))
+    m["model"] = "mistral7b"
+    (tmp_path / "p" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match="prunes 'mistral7b', not this trace's model"):
+        replay(trace=str(smol_trace), dram="80MB", pruned=str(tmp_path / "p"))

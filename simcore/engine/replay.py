@@ -21,7 +21,7 @@ from simcore import __version__, methods, policies
 from simcore.device import Device, load_device, override
 from simcore.engine import kernels as K
 from simcore.errors import ConfigError, TraceError
-from simcore.memory import MemoryPlan, Quant, plan
+from simcore.memory import MemoryPlan, Quant, plan, pruned_cost
 from simcore.trace.format import TraceReader
 from simcore.units import parse_bandwidth, parse_size
 
@@ -70,6 +70,10 @@ class ReplayConfig(BaseModel):
         description="dip-ca: approximate selection from the top m = approx_m * k units, cached first (0: off; > 1 to use)",
     )
     policy: str = Field(default="lfu", description="eviction policy: lfu, lru, belady, none")
+    pruned: str | None = Field(
+        default=None,
+        description="a `simcore prune` output: the MLP matrices are statically pruned (kept weights plus mask or N:M metadata in the memory plan)",
+    )
     bits: float = Field(default=4, description="weight bits")
     group_size: int = Field(default=128, description="quantization group size (0: none)")
     scale_bits: float = Field(default=16, description="bits of each group's scale")
@@ -281,7 +285,16 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
     quant = cfg.quant()
     split = tuple(cfg.kind_split) if cfg.kind_split else None
     no_cache = getattr(policy, "NO_CACHE", False)
-    mems = [plan(shape, selection, b, quant, cfg.context, split, cache=not no_cache) for b in budgets]
+    mlp_bpw = None
+    if cfg.pruned is not None:
+        model, kept, meta_bits = pruned_cost(cfg.pruned)
+        if model != shape.name:
+            raise ConfigError(f"--pruned {cfg.pruned} prunes {model!r}, not this trace's model {shape.name!r}")
+        mlp_bpw = kept * quant.bytes_per_weight + meta_bits / 8
+    mems = [
+        plan(shape, selection, b, quant, cfg.context, split, cache=not no_cache, mlp_bytes_per_weight=mlp_bpw)
+        for b in budgets
+    ]
     return Setting(device, policy, selection, budgets, mems, cache_dependent)
 
 

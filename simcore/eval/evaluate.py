@@ -169,6 +169,8 @@ def evaluate(
     from simcore.trace.tracer import model_shape
 
     cfg = config or ReplayConfig(**settings)
+    if pruned is not None:
+        cfg = cfg.model_copy(update={"pruned": str(pruned)})
     if tokens <= 0:
         raise ConfigError(f"--tokens must be positive, got {tokens}")
     if offset < calib_offset + calib_tokens and calib_offset < offset + tokens:
