@@ -238,6 +238,16 @@ def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
     show_default=True,
     help="first calibration token (calibration and evaluation text must not overlap)",
 )
+@click.option("--pruned", type=click.Path(file_okay=False), help="apply a `simcore prune` output's static masks first")
+@click.option(
+    "--fidelity",
+    "fidelity_trace",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="also replay the dense trace (traces/<model>, or --fidelity=DIR) with the same settings and print "
+    "replay's estimate next to eval's exact figures, and the gap",
+)
 @_options_from(
     ReplayConfig, skip=("trace", "model", "tokens", "threads", "batch_tokens", "cats_calib_tokens", "pruned")
 )
@@ -254,6 +264,8 @@ def eval_(
     offset,
     calib_tokens,
     calib_offset,
+    pruned,
+    fidelity_trace,
     as_json,
     out,
     progress,
@@ -285,9 +297,30 @@ def eval_(
         calib_tokens=calib_tokens,
         calib_offset=calib_offset,
         progress=show,
+        pruned=pruned,
         **settings,
     )
-    data = _json.dumps(r.to_dict(), indent=2)
+    result = r.to_dict()
+    if fidelity_trace is not None:
+        from simcore.engine.replay import replay as run_replay
+
+        est = run_replay(
+            trace=fidelity_trace or None,
+            model=None if fidelity_trace else model_name,
+            tokens=eval_tokens,
+            pruned=pruned,
+            **settings,
+        )
+        result["fidelity"] = {
+            key: {
+                "replay": est.totals[key],
+                "eval": r.replay.totals[key],
+                "gap": r.replay.totals[key] - est.totals[key],
+            }
+            for key in ("hit_rate_steady", "tokens_per_s_steady", "flash_bytes_per_token_steady", "mlp_density")
+        }
+        result["fidelity"]["trace"] = est.config["trace"]
+    data = _json.dumps(result, indent=2)
     if out:
         atomic_write_bytes(out, data.encode())
     if as_json:
@@ -304,6 +337,20 @@ def eval_(
         )
     )
     click.echo(r.replay.table())
+    if "fidelity" in result:
+        f = result["fidelity"]
+        click.echo(f"\nfidelity: replay of the dense trace {f['trace']} vs this exact run (eval - replay)")
+        for key, label, scale, unit in (
+            ("hit_rate_steady", "steady hit rate", 100, "%"),
+            ("tokens_per_s_steady", "steady tokens/s", 1, ""),
+            ("flash_bytes_per_token_steady", "Flash per token", 1e-6, " MB"),
+            ("mlp_density", "MLP density", 1, ""),
+        ):
+            v = f[key]
+            click.echo(
+                f"  {label:<16} replay {v['replay'] * scale:10.3f}{unit}   eval {v['eval'] * scale:10.3f}{unit}"
+                f"   gap {v['gap'] * scale:+.3f}{unit}"
+            )
 
 
 @cli.command()
