@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import types
 import typing
+from pathlib import Path
 
 import click
 from pydantic import BaseModel
@@ -327,14 +328,20 @@ def eval_(
         click.echo(data)
         return
     t = r.text
+    notes = []  # every calibration text this number depends on, to show it is disjoint from the scored text
+    if t["calibration_tokens"]:
+        a, b = t["calibration_tokens"]
+        notes.append(f"cats thresholds from tokens {a}-{b}")
+    split = (r.replay.config.get("selection") or {}).get("split", "")
+    if split.startswith("calibrated"):
+        notes.append(f"dip split {split}")
+    if pruned:
+        cal = _json.loads((Path(pruned) / "manifest.json").read_text()).get("calibration", {})
+        notes.append(f"static masks calibrated on {cal.get('tokens', cal)}")
     click.echo(
         f"perplexity {r.perplexity:.3f} over {r.tokens_scored} predicted tokens of {t['source']} "
         f"(tokens {t['eval_tokens'][0]}-{t['eval_tokens'][1]}, windows of {t['seq_len']})"
-        + (
-            f"; calibration tokens {t['calibration_tokens'][0]}-{t['calibration_tokens'][1]}, disjoint"
-            if t["calibration_tokens"]
-            else "; no calibration text used"
-        )
+        + (f"; calibration text disjoint from them: {'; '.join(notes)}" if notes else "; no calibration text used")
     )
     click.echo(r.replay.table())
     if "fidelity" in result:
