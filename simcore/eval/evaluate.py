@@ -101,6 +101,14 @@ class _MaskedMLP:
         return self.mlp.down_proj(h).reshape(*x.shape[:-1], -1)
 
 
+def json_tokens(path) -> tuple[int, int]:
+    """The [start, end) token range of the calibration text recorded in a calibration file."""
+    import json
+
+    a, b = json.loads(path.read_text())["text"]["tokens"]
+    return int(a), int(b)
+
+
 def _cats_thresholds(model, layers, windows, fraction: float) -> list[float]:
     """Per layer, the |act(W_g x)| value above which ``fraction`` of the calibration values lie."""
     import torch
@@ -193,6 +201,15 @@ def evaluate(
 
         if not (Path(pruned) / "manifest.json").is_file():
             raise ConfigError(f"--pruned {pruned}: not a `simcore prune` output (no manifest.json there)")
+        import json
+
+        cal = json.loads((Path(pruned) / "manifest.json").read_text()).get("calibration") or {}
+        a, b = cal.get("tokens", [0, 0])
+        if a < offset + tokens and offset < b:
+            raise ConfigError(
+                f"--pruned {pruned} was calibrated on tokens [{a}, {b}), which overlap the evaluation tokens "
+                f"[{offset}, {offset + tokens}); move --offset or re-prune with another --calib-offset"
+            )
         apply_masks(net, load_masks(pruned))
     source = load_text(text=text, dataset=dataset)
     windows = token_windows(tok, source.text, tokens, seq_len, offset)
@@ -202,6 +219,15 @@ def evaluate(
     shape = model_shape(net, name)
     setting = resolve_setting(cfg, shape, [cfg.dram])
     selection, mem = setting.selection, setting.mems[0]
+    if str(selection.detail.get("split", "")).startswith("calibrated"):
+        from simcore.eval.calibrate import calibration_file
+
+        a, b = json_tokens(calibration_file(shape.name))
+        if a < offset + tokens and offset < b:
+            raise ConfigError(
+                f"the dip split in {calibration_file(shape.name)} was calibrated on tokens [{a}, {b}), which overlap "
+                f"the evaluation tokens [{offset}, {offset + tokens}); move --offset or give --rho-in/--rho-d"
+            )
     layers = decoder_layers(net)
     thresholds = [0.0] * len(layers)
     if any(k.mode == "threshold" for k in selection.kinds):
