@@ -46,9 +46,21 @@ def select(row, mode, k, thr, cache, aware, gamma, fixed_n, approx_m):
 
 
 def replay(
-    scores, k, cap, policy="lru", mode="topk", thr=0.0, gamma=1.0, gamma_warmup=0, fixed_n=0, approx_m=0, hmag=None
+    scores,
+    k,
+    cap,
+    policy="lru",
+    mode="topk",
+    thr=0.0,
+    gamma=1.0,
+    gamma_warmup=0,
+    fixed_n=0,
+    approx_m=0,
+    hmag=None,
+    sets=None,
 ):
-    """Per-token (used, hits, kept, tot) lists for one kind of one layer."""
+    """Per-token (used, hits, kept, tot) lists for one kind of one layer; each token's selection is
+    appended to ``sets`` when a list is given."""
     T = len(scores)
     aware = gamma < 1 or approx_m > k or fixed_n > 0
     cache: set[int] = set()
@@ -73,6 +85,8 @@ def replay(
         S = masks[t] if future else select(scores[t], mode, k, thr, cache, aware, g, fixed_n, approx_m)
         used.append(len(S))
         hits.append(len(S & cache))
+        if sets is not None:
+            sets.append(S)
         if hmag is not None:
             h2 = [float(v) * float(v) for v in hmag[t]]
             kept.append(sum(h2[u] for u in S))

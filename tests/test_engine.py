@@ -186,3 +186,35 @@ def test_lfu_hits_versus_libcachesim(zipf_stream, cap):
     # every unit used twice in a row, then never again: no re-insertion, no ties that matter
     stream = [u for u in range(40) for _ in range(2)]
     assert simulate(_one_hot(stream, 40), 1, cap, "lfu")["hits"].sum() == _libcachesim_hits(lcs.LFU, stream, cap) == 40
+
+
+def test_masks_handed_to_eval_are_the_reference_selections():
+    """simcore eval applies the masks that KindSim.feed writes out: they must be the selections."""
+    from simcore.engine.replay import MODES, KindSim
+
+    rng = np.random.default_rng(99)
+    for _ in range(150):
+        scores, kw = _case(rng)
+        if kw["policy"] == "belady" and kw.get("gamma", 1.0) < 1:
+            continue
+        T, U = scores.shape
+        sets: list = []
+        _naive(scores, sets=sets, **kw)
+        aware = kw.get("gamma", 1.0) < 1 or kw.get("approx_m", 0) > kw["k"] or kw.get("fixed_top_n", 0) > 0
+        sim = KindSim(
+            U,
+            T,
+            MODES[kw["mode"]],
+            k=kw["k"],
+            thr=kw.get("thr", 0.0),
+            cap=kw["cap"],
+            policy=kw["policy"],
+            aware=aware,
+            gamma=kw.get("gamma", 1.0),
+            gamma_warmup=kw.get("gamma_warmup", 0),
+            fixed_top_n=kw.get("fixed_top_n", 0),
+            approx_m=kw.get("approx_m", 0),
+        )
+        masks = np.zeros((T, U), np.bool_)
+        sim.feed(scores.astype(np.float16), None, 0, masks=masks)
+        assert [set(np.flatnonzero(m).tolist()) for m in masks] == sets, kw
