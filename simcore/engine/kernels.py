@@ -31,6 +31,17 @@ HIST_SIZE = 1 << FIRST_DIGIT_BITS
 
 
 @njit(**NJIT)
+def _bucket(hist, remaining):
+    """The histogram bin holding the ``remaining``-th smallest key, and its rank inside that bin."""
+    c = 0
+    d = 0
+    while c + hist[d] < remaining:
+        c += hist[d]
+        d += 1
+    return d, remaining - c
+
+
+@njit(**NJIT)
 def kth_key(keys, n, k, nbits, cand, hist):
     """Radix select: the (k+1)-th smallest ``v`` of the non-negative integer ``keys[:n]`` (each
     < 2^nbits), found digit by digit from the top: a histogram of the top 11 bits and a filter over all
@@ -46,13 +57,7 @@ def kth_key(keys, n, k, nbits, cand, hist):
     hist[: 1 << width] = 0
     for p in range(n):
         hist[keys[p] >> shift] += 1
-    remaining = k + 1
-    c = 0
-    d = 0
-    while c + hist[d] < remaining:
-        c += hist[d]
-        d += 1
-    remaining -= c
+    d, remaining = _bucket(hist, k + 1)
     hi = np.int64(d)
     nc = 0
     for p in range(n):
@@ -65,12 +70,7 @@ def kth_key(keys, n, k, nbits, cand, hist):
         hist[: 1 << width] = 0
         for j in range(nc):
             hist[(keys[cand[j]] >> shift) & mask] += 1
-        c = 0
-        d = 0
-        while c + hist[d] < remaining:
-            c += hist[d]
-            d += 1
-        remaining -= c
+        d, remaining = _bucket(hist, remaining)
         hi = (hi << width) | d
         m = 0
         for j in range(nc):

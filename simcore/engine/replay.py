@@ -403,6 +403,28 @@ class KindSim:
         self.kept, self.tot = np.zeros(T), np.zeros(T)
         self._masks: list[np.ndarray] = []
 
+    @classmethod
+    def for_kind(cls, kind, cap: int, fraction: float, T: int, cfg: ReplayConfig, policy, thr: float = 0.0) -> KindSim:
+        """The KindSim of one unit kind (a KindSpec) selecting ``fraction`` of its units under ``cfg``'s
+        masking options: the one place replay and eval turn a configuration into a simulation."""
+        k = int(round(fraction * kind.n_units))
+        approx = min(int(round(cfg.approx_m * k)), kind.n_units) if cfg.approx_m > 1 else 0
+        return cls(
+            kind.n_units,
+            T,
+            MODES[kind.mode],
+            k=k,
+            thr=thr,
+            cap=cap,
+            policy=policy,
+            aware=kind.cache_aware,
+            gamma=cfg.gamma if kind.cache_aware else 1.0,
+            gamma_warmup=cfg.gamma_warmup,
+            fixed_top_n=cfg.fixed_top_n,
+            approx_m=approx,
+            mass=kind.mass,
+        )
+
     def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int, masks: np.ndarray | None = None) -> None:
         """Tokens [t0, t0 + len(scores)): ``scores`` float16 magnitudes (T_b, U) (for MODE_ALL any
         (T_b, *)), ``hmag`` float16 |h| (T_b, U) when the kind tracks kept mass. Read as uint16 bit
@@ -574,28 +596,18 @@ def _layer_sims(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig,
     kinds = selection.kinds
     columns = sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set()))
     read = tuple(columns) or ("token_id",)  # dense reads no magnitudes, only the row count
-    sims = []
-    for kind, kp, frac in zip(kinds, mem.kinds, selection.fractions):
-        k = int(round(frac * kind.n_units))
-        thr = _thresholds(reader, layer, kind.score, frac, cfg.cats_calib_tokens) if kind.mode == "threshold" else 0.0
-        approx = min(int(round(cfg.approx_m * k)), kind.n_units) if cfg.approx_m > 1 else 0
-        sims.append(
-            KindSim(
-                kind.n_units,
-                T,
-                MODES[kind.mode],
-                k=k,
-                thr=thr,
-                cap=kp.capacity,
-                policy=policy,
-                aware=kind.cache_aware,
-                gamma=cfg.gamma if kind.cache_aware else 1.0,
-                gamma_warmup=cfg.gamma_warmup,
-                fixed_top_n=cfg.fixed_top_n,
-                approx_m=approx,
-                mass=kind.mass,
-            )
+    sims = [
+        KindSim.for_kind(
+            kind,
+            kp.capacity,
+            frac,
+            T,
+            cfg,
+            policy,
+            _thresholds(reader, layer, kind.score, frac, cfg.cats_calib_tokens) if kind.mode == "threshold" else 0.0,
         )
+        for kind, kp, frac in zip(kinds, mem.kinds, selection.fractions)
+    ]
     t0 = 0
     for batch in reader.iter_layer(layer, read, batch_tokens=cfg.batch_tokens):
         nb = min(len(batch[read[0]]), T - t0)

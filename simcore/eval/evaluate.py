@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from simcore.engine.replay import MODES, KindSim, ReplayConfig, ReplayResult, resolve_setting, summarise_layers
+from simcore.engine.replay import KindSim, ReplayConfig, ReplayResult, resolve_setting, summarise_layers
 from simcore.errors import ConfigError
 
 FP16_MAX = 65504.0
@@ -239,27 +239,10 @@ def evaluate(
     originals = []
     recorded = [[[] for _ in selection.kinds] for _ in layers] if record_masks else None
     for li, layer in enumerate(layers):
-        row = []
-        for kind, kp, frac in zip(selection.kinds, mem.kinds, selection.fractions):
-            k = int(round(frac * kind.n_units))
-            approx = min(int(round(cfg.approx_m * k)), kind.n_units) if cfg.approx_m > 1 else 0
-            row.append(
-                KindSim(
-                    kind.n_units,
-                    T,
-                    MODES[kind.mode],
-                    k=k,
-                    thr=thresholds[li],
-                    cap=kp.capacity,
-                    policy=setting.policy,
-                    aware=kind.cache_aware,
-                    gamma=cfg.gamma if kind.cache_aware else 1.0,
-                    gamma_warmup=cfg.gamma_warmup,
-                    fixed_top_n=cfg.fixed_top_n,
-                    approx_m=approx,
-                    mass=kind.mass,
-                )
-            )
+        row = [
+            KindSim.for_kind(kind, kp.capacity, frac, T, cfg, setting.policy, thresholds[li])
+            for kind, kp, frac in zip(selection.kinds, mem.kinds, selection.fractions)
+        ]
         sims.append(row)
         originals.append(layer.mlp.forward)
         layer.mlp.forward = _MaskedMLP(layer.mlp, row, selection.kinds, state, recorded[li] if record_masks else None)
