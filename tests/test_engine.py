@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from simcore.engine import kernels as K
 from simcore.engine.replay import simulate
 
 
@@ -56,6 +57,56 @@ def test_kernels_equal_the_naive_reference_on_many_random_traces():
         assert got["hits"].tolist() == hits, kw
         np.testing.assert_allclose(got["kept"], kept, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(got["tot"], tot, rtol=1e-12, atol=1e-12)
+
+
+def test_kernels_equal_the_naive_reference_on_wide_layers():
+    """Units in the thousands: the radix select's chunked gathers, large bins of tied keys and
+    multi-level narrowing only happen there."""
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        T, U = int(rng.integers(2, 8)), int(rng.integers(300, 3000))
+        k = int(rng.integers(1, U))
+        kw = dict(k=k, cap=int(rng.integers(1, U + 1)), policy=str(rng.choice(["lru", "lfu", "belady"])))
+        if kw["policy"] != "belady":
+            kw["gamma"] = float(rng.choice([0.2, 0.5]))
+        scores = _scores(rng, T, U, levels=int(rng.choice([0, 4, 64])) or None)
+        hmag = _scores(rng, T, U)
+        got = simulate(scores, hmag=hmag, **kw)
+        used, hits, kept, tot = _naive(scores, hmag=hmag, **kw)
+        assert got["used"].tolist() == used, kw
+        assert got["hits"].tolist() == hits, kw
+        np.testing.assert_allclose(got["kept"], kept, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.int64])
+def test_mark_smallest_equals_a_stable_sort(dtype):
+    """The radix select marks exactly the k smallest keys, ties to the lower position, for key
+    widths of 1 to 40 bits and arrays of 1 to 5,000 keys, many of them tied."""
+    rng = np.random.default_rng(11)
+    cand, hist = np.empty(5000, np.int32), np.empty(K.HIST_SIZE, np.int32)
+    for _ in range(300):
+        n = int(rng.integers(1, 5000))
+        nbits = int(rng.integers(1, 31 if dtype != np.int64 else 41))
+        distinct = int(rng.choice([2, 17, 1 << nbits]))
+        keys = rng.integers(0, min(distinct, 1 << nbits), n).astype(dtype)
+        if rng.random() < 0.5:  # a long run of one value, as unselected units get in priority keys
+            keys[rng.random(n) < 0.4] = (1 << nbits) - 1
+        k = int(rng.integers(0, n + 1))
+        mark = np.zeros(n, np.bool_)
+        K.mark_smallest(keys, n, k, nbits, mark, cand, hist)
+        want = np.zeros(n, bool)
+        want[np.argsort(keys, kind="stable")[:k]] = True
+        assert (mark == want).all(), (n, nbits, k)
+
+
+def test_float16_patterns_convert_exactly():
+    patterns = np.arange(0x7C01, dtype=np.uint16)  # every non-negative float16, +inf included
+    got = K.f16_values(patterns, np.empty(patterns.size, np.uint32))
+    np.testing.assert_array_equal(got, patterns.view(np.float16).astype(np.float32))
+    for thr in (-1.0, 0.0, 1e-7, 0.3, 1.0, 65504.0, np.inf):
+        p = K.f16_pattern_at_most(thr)
+        values = patterns.view(np.float16).astype(np.float64)
+        assert ((patterns.astype(np.int64) > p) == (values > thr)).all(), thr
 
 
 masks_strategy = st.integers(2, 24).flatmap(

@@ -24,10 +24,13 @@ MODE_ALL, MODE_TOPK, MODE_THRESHOLD = 0, 1, 2
 NEVER = np.int32(2**31 - 1)  # next-use time of a unit not yet seen (never compared: it is not cached)
 LUT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 """float16 bit pattern -> float32 value (NaN patterns map to NaN; magnitudes never hold them)."""
+F16_INF = 0x7C00  # the float16 pattern of +inf; larger ones are NaN
+F16_SCALE = np.float32(2.0**112)  # float16 pattern << 13, read as float32, is the value / 2^112
 
 
 FIRST_DIGIT_BITS = 11
 HIST_SIZE = 1 << FIRST_DIGIT_BITS
+CHUNK = 64
 
 
 @njit(**NJIT)
@@ -42,43 +45,98 @@ def _bucket(hist, remaining):
 
 
 @njit(**NJIT)
+def _gather(keys, n, shift, d, cand):
+    """``cand[:nc]`` = the positions p < n whose ``keys[p] >> shift == d``, ascending; returns nc. A
+    vectorised count per chunk of CHUNK keys first, so chunks without one cost no scalar pass.
+    ``shift`` and ``d`` must have the keys' dtype (mixed widths defeat vectorisation)."""
+    nc = 0
+    for c0 in range(0, n, CHUNK):
+        c1 = min(c0 + CHUNK, n)
+        s = 0
+        for p in range(c0, c1):
+            s += (keys[p] >> shift) == d
+        if s > 0:
+            for p in range(c0, c1):
+                cand[nc] = p
+                nc += (keys[p] >> shift) == d
+    return nc
+
+
+@njit(**NJIT)
 def kth_key(keys, n, k, nbits, cand, hist):
     """Radix select: the (k+1)-th smallest ``v`` of the non-negative integer ``keys[:n]`` (each
-    < 2^nbits), found digit by digit from the top: a histogram of the top 11 bits and a filter over all
-    keys (fewer bits for short arrays, about 8 keys a bin), then 8 bits at a time over the shrinking
-    candidate list. ``cand`` (int32, length >= n) and ``hist`` (int32[HIST_SIZE]) are scratch.
-    Requires 0 <= k < n.
+    < 2^nbits). A histogram of the top bits (at most 11, about 8 keys a bin) over all keys finds the
+    bin holding it; a bin of equal keys (ties are common in cache priorities) ends the search there.
+    Otherwise the bin is gathered, and over the shrinking candidate list the bits that all candidates
+    share are skipped and the next (at most 8) histogrammed, until the candidates are equal.
+    ``cand`` (int32, length >= n) and ``hist`` (int32[HIST_SIZE]) are scratch. Requires 0 <= k < n.
 
-    Returns (v, take, nc): the k+1 smallest are all keys < v plus the ``take`` lowest positions among
-    the ``nc`` keys equal to v, which ``cand[:nc]`` lists in ascending order.
+    Returns (v, take): the k+1 smallest are all keys < v (v of the keys' dtype) plus the ``take``
+    lowest positions among the keys equal to v.
     """
+    kt = keys.dtype.type  # every operand of the passes over all keys has the keys' width
     width = min(max(nbits, 1), FIRST_DIGIT_BITS, max(bit_length(n) - 3, 1))  # about 8+ keys a bin
-    shift = max(nbits, 1) - width
+    shift = kt(max(nbits, 1) - width)
     hist[: 1 << width] = 0
     for p in range(n):
-        hist[keys[p] >> shift] += 1
+        hist[np.uint64(keys[p] >> shift)] += 1  # an unsigned index: no wrap-around test
     d, remaining = _bucket(hist, k + 1)
-    hi = np.int64(d)
-    nc = 0
-    for p in range(n):
-        cand[nc] = p
-        nc += (keys[p] >> shift) == hi
-    while shift > 0:
-        width = min(shift, 8)
-        shift -= width
-        mask = (1 << width) - 1
+    dk = kt(d)
+    if hist[d] > CHUNK:  # a large bin: if its keys are all equal, that is v (one vectorised pass)
+        lo = kt(-1) if kt(-1) > 0 else kt(np.iinfo(np.int64).max)  # above every key
+        hi = kt(0)
+        for p in range(n):
+            inside = (keys[p] >> shift) == dk
+            lo = min(lo, keys[p] if inside else lo)
+            hi = max(hi, keys[p] if inside else hi)
+        if lo == hi:
+            return lo, remaining
+    nc = _gather(keys, n, shift, dk, cand)
+    while True:
+        lo = keys[cand[0]]
+        hi = lo
+        for j in range(nc):
+            v = keys[cand[j]]
+            lo = min(lo, v)
+            hi = max(hi, v)
+        if lo == hi:
+            return lo, remaining
+        sh = bit_length(np.int64(lo ^ hi))  # the candidates agree on every bit above sh
+        width = min(sh, 8)
+        shift = kt(sh - width)
+        mask = kt((1 << width) - 1)
         hist[: 1 << width] = 0
         for j in range(nc):
-            hist[(keys[cand[j]] >> shift) & mask] += 1
+            hist[np.uint64((keys[cand[j]] >> shift) & mask)] += 1
         d, remaining = _bucket(hist, remaining)
-        hi = (hi << width) | d
+        dk = kt(d)
         m = 0
         for j in range(nc):
             q = cand[j]
             cand[m] = q
-            m += (keys[q] >> shift) == hi
+            m += ((keys[q] >> shift) & mask) == dk
         nc = m
-    return hi, remaining, nc
+
+
+@njit(**NJIT)
+def _position_of(keys, n, v, take):
+    """The position of the ``take``-th key equal to ``v`` (take >= 1; -1 if take == 0): a vectorised
+    count per chunk, a scalar scan only in the chunk where it lies."""
+    if take <= 0:
+        return -1
+    seen = 0
+    for c0 in range(0, n, CHUNK):
+        c1 = min(c0 + CHUNK, n)
+        s = 0
+        for p in range(c0, c1):
+            s += keys[p] == v
+        if seen + s >= take:
+            for p in range(c0, c1):
+                seen += keys[p] == v
+                if seen == take:
+                    return p
+        seen += s
+    return n - 1
 
 
 @njit(**NJIT)
@@ -100,29 +158,68 @@ def mark_smallest(keys, n, k, nbits, mark, cand, hist):
     if k >= n:
         mark[:n] = True
         return n
-    v, take, nc = kth_key(keys, n, k - 1, nbits, cand, hist)
+    v, take = kth_key(keys, n, k - 1, nbits, cand, hist)
+    last = _position_of(keys, n, v, take)
     for p in range(n):
         mark[p] = keys[p] < v
-    for j in range(take):
-        mark[cand[j]] = True
+    for p in range(last + 1):
+        mark[p] |= keys[p] == v
     return k
 
 
 @njit(**NJIT)
-def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf):
+def _f16_shifted(row, bits):
+    """``bits`` (uint32[U]) = the float16 patterns ``row`` (uint16[U], non-negative) moved into float32
+    position: read as float32, the value times 2^-112 (exact, subnormals included); +inf stays +inf."""
+    inf = np.uint32(0x7F800000)
+    for u in range(row.shape[0]):
+        x = np.uint32(row[u])
+        bits[u] = (x << np.uint32(13)) if x < np.uint32(F16_INF) else inf
+
+
+@njit(**NJIT)
+def f16_values(row, bits):
+    """The float32 values of float16 bit patterns ``row`` (uint16[U], non-negative) into ``bits``
+    (uint32[U]); returns them as ``bits.view(np.float32)``. Exact: the shifted pattern is the value
+    times 2^-112, and one multiply by a power of two restores it. Vectorised, no table lookups."""
+    _f16_shifted(row, bits)
+    f = bits.view(np.float32)
+    for u in range(row.shape[0]):
+        f[u] = f[u] * F16_SCALE
+    return f
+
+
+@njit(**NJIT)
+def f16_pattern_at_most(thr):
+    """The largest non-negative float16 bit pattern (+inf included) whose value is <= ``thr`` (-1 if
+    none): ``value > thr`` is then ``pattern > f16_pattern_at_most(thr)``, an integer compare."""
+    if not LUT[0] <= thr:
+        return -1
+    lo, hi = 0, F16_INF  # LUT[lo] <= thr; binary search for the last such pattern
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if np.float64(LUT[mid]) <= thr:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@njit(**NJIT)
+def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf):
     """Compute one token's selection for one kind into ``used`` (bool[U], overwritten).
 
     Args:
         row: uint16[U], the float16 bit patterns of the magnitudes ranking the units (unused for
-            MODE_ALL); ``lut`` (float32[65536]) maps a bit pattern to its value. Magnitudes are >= 0, so
-            their bit patterns order like their values.
+            MODE_ALL). Magnitudes are >= 0, so their bit patterns order like their values.
         mode: MODE_ALL / MODE_TOPK / MODE_THRESHOLD.
-        k: units to select (MODE_TOPK). thr: threshold (MODE_THRESHOLD: value > thr).
+        k: units to select (MODE_TOPK). pthr: MODE_THRESHOLD selects the patterns > pthr (see
+            ``f16_pattern_at_most``).
         aware: cache-aware re-weighting (dip-ca): value * (1 if in_cache else gamma_t), in float32.
         fixed_n: the fixed_n largest raw values are exempt from re-weighting.
         approx_m: if > k, approximate selection: among the approx_m largest raw values take the cached
             units first (by value), then the uncached ones (by value).
-        keys: uint32[U], cand: int32[U], hist (see kth_key), wbuf: float32[U] scratch.
+        keys: uint32[U], cand: int32[U], hist (see kth_key), wbuf: uint32[U] scratch.
     Returns:
         m, the number of units selected.
     """
@@ -133,41 +230,48 @@ def select_units(row, lut, mode, k, thr, aware, gamma_t, fixed_n, approx_m, in_c
     if mode == MODE_THRESHOLD:
         m = 0
         for u in range(n):
-            x = np.float64(lut[row[u]]) > thr
-            used[u] = x
-            m += x
+            used[u] = np.int64(row[u]) > pthr
+        for u in range(n):
+            m += used[u]
         return m
     if k <= 0 or k >= n:
         used[:] = k > 0
         return n if k > 0 else 0
-    for u in range(n):
-        keys[u] = np.uint32(65535) - np.uint32(row[u])  # smallest key = largest magnitude
-    if aware and approx_m > k:
-        mark_smallest(keys, n, approx_m, 16, used, cand, hist)  # the top-m candidates
-        for u in range(n):
-            # cached candidates first, then uncached candidates, each by magnitude; the rest last
-            keys[u] = keys[u] + (np.uint32(in_cache[u] ^ True) << np.uint32(16)) if used[u] else np.uint32(1 << 17)
-    elif aware:
+    if aware and approx_m <= k:
+        # score = value * (1 if cached or exempt else gamma) in float32; its bit pattern orders like it
         if fixed_n > 0:
+            for u in range(n):
+                keys[u] = np.uint32(65535) - np.uint32(row[u])
             mark_smallest(keys, n, fixed_n, 16, used, cand, hist)  # exempt from re-weighting
         else:
             used[:] = False
-        weight = np.empty(2, np.float32)  # [uncached, cached]: a gather, not a branch
-        weight[0] = np.float32(gamma_t)
-        weight[1] = np.float32(1.0)
+        # value * weight in one multiply: x * (2^112 w) rounds the exact product x 2^112 w = value * w
+        # once, as value * w does (2^112 w is exact in float32)
+        _f16_shifted(row, wbuf)
+        f = wbuf.view(np.float32)
+        s1, sg = F16_SCALE, F16_SCALE * np.float32(gamma_t)
         for u in range(n):
-            wbuf[u] = lut[row[u]] * weight[np.uint8(in_cache[u] | used[u])]
-        bits = wbuf.view(np.uint32)  # non-negative float32 bit patterns order like the values
+            f[u] = f[u] * (s1 if in_cache[u] | used[u] else sg)
+        bits = wbuf
+    else:
         for u in range(n):
-            keys[u] = np.uint32(4294967295) - bits[u]
-    lo = keys[0]
+            wbuf[u] = np.uint32(row[u])
+        bits = wbuf
+        if aware:  # approximate: the top approx_m by value, cached ones first, then uncached ones
+            for u in range(n):
+                keys[u] = np.uint32(65535) - np.uint32(row[u])
+            mark_smallest(keys, n, approx_m, 16, used, cand, hist)  # the top-m candidates
+            for u in range(n):
+                wbuf[u] = (
+                    (wbuf[u] + np.uint32(1) + (np.uint32(in_cache[u]) << np.uint32(16))) if used[u] else np.uint32(0)
+                )
+    lo = bits[0]
+    hi = bits[0]
     for u in range(n):
-        lo = min(lo, keys[u])
-    hi = keys[0]
-    for u in range(n):
-        hi = max(hi, keys[u])
-    for u in range(n):  # keys from 0: the radix digits then split the values actually present
-        keys[u] -= lo
+        lo = min(lo, bits[u])
+        hi = max(hi, bits[u])
+    for u in range(n):  # largest score -> key 0; keys span only the values present
+        keys[u] = hi - bits[u]
     mark_smallest(keys, n, k, bit_length(np.int64(hi - lo)), used, cand, hist)
     return k
 
@@ -187,18 +291,19 @@ def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
     their minimum) in ``ckeys`` (of pw's dtype); elsewhere a key above them all. Returns the keys'
     bit width. ``pw`` = (w_count, w_last, w_next, big) with |priority| < big; int32 when priorities
     fit (the multiplies then vectorise), int64 otherwise. Branch-free."""
+    kt = ckeys.dtype.type  # all arithmetic at pw's width, so that the loops vectorise
     a, b, c, big = pw[0], pw[1], pw[2], pw[3]
     for u in range(n):
-        ckeys[u] = a * count[u] + b * last[u] + c * next_use[u]  # stored at pw's width
+        ckeys[u] = kt(a * count[u] + b * last[u] + c * next_use[u])
     lo = big
+    hi = kt(-big)
     for u in range(n):
-        lo = min(lo, ckeys[u] if mask[u] else big)
-    hi = -big
+        x = ckeys[u]
+        lo = min(lo, x if mask[u] else big)
+        hi = max(hi, x if mask[u] else kt(-big))
+    top = kt(hi - lo + 1)
     for u in range(n):
-        hi = max(hi, ckeys[u] if mask[u] else -big)
-    top = hi - lo + 1
-    for u in range(n):
-        ckeys[u] = ckeys[u] - lo if mask[u] else top
+        ckeys[u] = kt(ckeys[u] - lo) if mask[u] else top
     return bit_length(top)
 
 
@@ -248,15 +353,15 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
 
 
 @njit(**NJIT_REDUCE)
-def _mass(hrow, lut, used, has_mass, out_kept, out_tot, i):
+def _mass(hrow, used, has_mass, vbuf, out_kept, out_tot, i):
     """|h|^2 of the selected units and of all units of one token (a reassociating sum: the order of
-    additions is the compiler's, fixed for a build)."""
+    additions is the compiler's, fixed for a build). A float16's square is exact in float32."""
     if has_mass:
+        f = f16_values(hrow, vbuf)
         kept = 0.0
         tot = 0.0
         for u in range(hrow.shape[0]):
-            v = np.float64(lut[hrow[u]])
-            v2 = v * v
+            v2 = np.float64(f[u] * f[u])
             tot += v2
             kept += v2 if used[u] else 0.0
         out_kept[i] = kept
@@ -267,7 +372,6 @@ def _mass(hrow, lut, used, has_mass, out_kept, out_tot, i):
 def replay_batch(
     scores,
     hmag,
-    lut,
     has_mass,
     mode,
     k,
@@ -296,8 +400,9 @@ def replay_batch(
 
     Args:
         scores: uint16[T_b, U] float16 bit patterns of the magnitudes ranking the units (any
-            (T_b, *) for MODE_ALL); ``lut``: float32[65536] their values.
+            (T_b, *) for MODE_ALL).
         hmag: uint16[T_b, U] |h| bit patterns for the kept-mass proxy when ``has_mass``.
+        mode, k, thr: the mask (MODE_THRESHOLD keeps the values > thr).
         gamma, gamma_warmup: re-weighting factor and the number of tokens over which it falls
             linearly from 1 to gamma (0 = no warm-up); t0: global index of the batch's first token.
         out_used, out_hits: int32[T_b] selection size and hits per token; out_kept, out_tot: float64[T_b].
@@ -311,26 +416,27 @@ def replay_batch(
     keys = np.empty(n, np.uint32)
     cand = np.empty(n, np.int32)
     hist = np.empty(HIST_SIZE, np.int32)
-    wbuf = np.empty(n, np.float32)
+    wbuf = np.empty(n, np.uint32)
     ckeys = np.empty(n, pw.dtype)
     cmark = np.zeros(n, np.bool_)
     dummy = np.empty(n, np.uint16)
+    pthr = f16_pattern_at_most(thr)
     for i in range(T):
         t = t0 + i
         g = gamma
         if gamma_warmup > 0 and t < gamma_warmup:
             g = 1.0 - (1.0 - gamma) * (t / gamma_warmup)
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, lut, mode, k, thr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf)
+        m = select_units(row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf)
         out_used[i] = m
         out_hits[i] = cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist)
-        _mass(hmag[i], lut, used, has_mass, out_kept, out_tot, i)
+        _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
         if keep_masks:
             out_mask[i, :] = used
 
 
 @njit(**NJIT)
-def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_used, out_kept, out_tot):
+def mask_batch(scores, hmag, has_mass, mode, k, thr, n_units, out_idx, out_used, out_kept, out_tot):
     """Selections of a batch of tokens for masks that do not depend on the cache.
 
     Writes the selections' unit indices back to back (ascending per token) into ``out_idx`` (int32,
@@ -341,15 +447,16 @@ def mask_batch(scores, hmag, lut, has_mass, mode, k, thr, n_units, out_idx, out_
     keys = np.empty(n_units, np.uint32)
     cand = np.empty(n_units, np.int32)
     hist = np.empty(HIST_SIZE, np.int32)
-    wbuf = np.empty(n_units, np.float32)
+    wbuf = np.empty(n_units, np.uint32)
     in_cache = np.zeros(n_units, np.bool_)
     dummy = np.empty(n_units, np.uint16)
+    pthr = f16_pattern_at_most(thr)
     pos = 0
     for i in range(T):
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, lut, mode, k, thr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf)
+        m = select_units(row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf)
         out_used[i] = m
-        _mass(hmag[i], lut, used, has_mass, out_kept, out_tot, i)
+        _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
         for u in range(n_units):  # branch-free compaction: out_idx has n_units of slack
             out_idx[pos] = u
             pos += used[u]

@@ -442,7 +442,6 @@ class KindSim:
             n_idx = K.mask_batch(
                 scores,
                 hm,
-                K.LUT,
                 self.mass,
                 self.mode,
                 self.k,
@@ -461,7 +460,6 @@ class KindSim:
             K.replay_batch(
                 scores,
                 hm,
-                K.LUT,
                 self.mass,
                 self.mode,
                 self.k,
