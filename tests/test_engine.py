@@ -78,6 +78,20 @@ def test_kernels_equal_the_naive_reference_on_wide_layers():
         np.testing.assert_allclose(got["kept"], kept, rtol=1e-12)
 
 
+@pytest.mark.parametrize("policy", ["lfu", "lru"])
+def test_selections_larger_than_the_cache_over_many_tokens(policy):
+    """Every selection exceeds the cache, for long enough that use counts spread: the cache keeps the
+    most-used selected units, found by a count threshold that moves from token to token."""
+    rng = np.random.default_rng(3)
+    scores = _scores(rng, 150, 400, levels=16)
+    for gamma in (1.0, 0.3):
+        kw = dict(k=300, cap=120, policy=policy, gamma=gamma)
+        got = simulate(scores, **kw)
+        used, hits, _, _ = _naive(scores, **kw)
+        assert got["used"].tolist() == used
+        assert got["hits"].tolist() == hits
+
+
 @pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.int64])
 def test_mark_smallest_equals_a_stable_sort(dtype):
     """The radix select marks exactly the k smallest keys, ties to the lower position, for key

@@ -108,7 +108,7 @@ def test_in_loop_cache_metrics_equal_a_replay_of_the_masks_used(llama, method, p
                 np.zeros(n, np.int32),
                 np.zeros(n, np.int32),
                 np.full(n, K.NEVER, np.int32),
-                np.zeros(1, np.int64),
+                np.zeros(2, np.int64),
                 weights,
                 hits,
             )

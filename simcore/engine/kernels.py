@@ -30,6 +30,7 @@ F16_SCALE = np.float32(2.0**112)  # float16 pattern << 13, read as float32, is t
 
 FIRST_DIGIT_BITS = 11
 HIST_SIZE = 1 << FIRST_DIGIT_BITS
+STATE_SIZE = 2  # a cache's scalars: occupancy, and the use-count threshold of its last token
 CHUNK = 64
 
 
@@ -308,13 +309,100 @@ def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
 
 
 @njit(**NJIT)
+def _used_at_most(used, count, v):
+    """How many units are used and have ``count <= v`` (one vectorised pass; v of count's dtype)."""
+    s = 0
+    for u in range(used.shape[0]):
+        s += used[u] & (count[u] <= v)
+    return s
+
+
+@njit(**NJIT)
+def _keep_most_used(used, r, count, by_count, in_cache, state):
+    """``in_cache`` = the used units less the ``r`` of them with the lowest use count, ties to the
+    lower index (all tied when not ``by_count``). The count threshold is searched by counting passes,
+    galloping from the previous token's (``state[1]``): use counts grow by at most one a token, so it
+    is rarely more than a step or two away."""
+    n = used.shape[0]
+    ct = count.dtype.type
+    if r <= 0:
+        for u in range(n):
+            in_cache[u] = used[u]
+        return
+    if not by_count:
+        pos = _nth_position(used, count, ct(-1), r, False)
+        in_cache[:] = False
+        for u in range(pos + 1, n):
+            in_cache[u] = used[u]
+        return
+    # v = the least count with at_most(v) >= r: the r-th smallest count among the used units;
+    # invariant: at_most(lo) = below < r <= at_most(hi)
+    v = ct(max(state[1], 0))
+    c = _used_at_most(used, count, v)
+    if c >= r:
+        hi, step = v, 1
+        lo, below = ct(-1), 0  # at_most(-1) = 0
+        while hi - step >= 0:
+            c = _used_at_most(used, count, ct(hi - step))
+            if c < r:
+                lo, below = ct(hi - step), c
+                break
+            hi = ct(hi - step)
+            step *= 2
+    else:
+        lo, below, step = v, c, 1
+        hi = ct(lo + step)
+        while True:  # ends: at_most(the largest count) = m >= r
+            c = _used_at_most(used, count, hi)
+            if c >= r:
+                break
+            lo, below = hi, c
+            step *= 2
+            hi = ct(lo + step)
+    while hi - lo > 1:
+        mid = ct(lo + (hi - lo) // 2)
+        c = _used_at_most(used, count, mid)
+        if c >= r:
+            hi = mid
+        else:
+            lo, below = mid, c
+    v = hi
+    state[1] = v
+    pos = _nth_position(used, count, v, r - below, True)  # the last one dropped at count v
+    for u in range(n):
+        in_cache[u] = used[u] & (count[u] > v)
+    for u in range(pos + 1, n):
+        in_cache[u] |= used[u] & (count[u] == v)
+
+
+@njit(**NJIT)
+def _nth_position(used, count, v, j, at_v):
+    """The position of the ``j``-th (j >= 1) unit that is used (and has ``count == v`` if ``at_v``):
+    a vectorised count per chunk, a scalar scan only in the chunk where it lies."""
+    n = used.shape[0]
+    seen = 0
+    for c0 in range(0, n, CHUNK):
+        c1 = min(c0 + CHUNK, n)
+        s = 0
+        for p in range(c0, c1):
+            s += used[p] & ((count[p] == v) | (not at_v))
+        if seen + s >= j:
+            for p in range(c0, c1):
+                seen += used[p] & ((count[p] == v) | (not at_v))
+                if seen == j:
+                    return p
+        seen += s
+    return n - 1
+
+
+@njit(**NJIT)
 def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist):
     """Account one token's selection ``used`` (bool[U], m units) against one cache, then update it.
 
     ``pw`` is the policy's priority: ``pw[:3] . (count, last, next_use)``, higher is kept, and
     ``pw[3]`` a bound on its magnitude (see ``priority_weights``). ``next_use`` must already hold the next-use times of this token's units
-    when the policy needs them. ``ckeys`` (pw's dtype, [U]), ``cmark`` (bool[U]), ``cand`` (int32[U]) and
-    ``hist`` are scratch. Returns the number of hits.
+    when the policy needs them. ``state`` (int64[STATE_SIZE]) = (occupancy, the last count threshold). ``ckeys`` (pw's dtype, [U]),
+    ``cmark`` (bool[U]), ``cand`` (int32[U]) and ``hist`` are scratch. Returns the number of hits.
     """
     n = used.shape[0]
     hits = 0
@@ -329,6 +417,11 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
     occ = state[0]
     if m >= cap:
         # the cache keeps the `cap` selected units of highest priority; the rest streams past it
+        if pw[2] == 0 and pw[0] >= 0:
+            # all of them were last used now: the priority order among them is the use count's
+            _keep_most_used(used, m - cap, count, pw[0] > 0, in_cache, state)
+            state[0] = cap
+            return hits
         nbits = _priority_keys(used, n, count, last, next_use, pw, ckeys)
         mark_smallest(ckeys, n, m - cap, nbits, cmark, cand, hist)  # the ones that do not stay
         for u in range(n):
@@ -357,11 +450,13 @@ def _mass(hrow, used, has_mass, vbuf, out_kept, out_tot, i):
     """|h|^2 of the selected units and of all units of one token (a reassociating sum: the order of
     additions is the compiler's, fixed for a build). A float16's square is exact in float32."""
     if has_mass:
-        f = f16_values(hrow, vbuf)
+        _f16_shifted(hrow, vbuf)
+        f = vbuf.view(np.float32)
         kept = 0.0
         tot = 0.0
         for u in range(hrow.shape[0]):
-            v2 = np.float64(f[u] * f[u])
+            v = f[u] * F16_SCALE
+            v2 = np.float64(v * v)
             tot += v2
             kept += v2 if used[u] else 0.0
         out_kept[i] = kept

@@ -398,7 +398,7 @@ class KindSim:
         self.count = np.zeros(n_units, np.int32)
         self.last = np.zeros(n_units, np.int32)
         self.next_use = np.full(n_units, K.NEVER, np.int32)
-        self.state = np.zeros(1, np.int64)
+        self.state = np.zeros(K.STATE_SIZE, np.int64)
         self.used, self.hits = np.zeros(T, np.int32), np.zeros(T, np.int32)
         self.kept, self.tot = np.zeros(T), np.zeros(T)
         self._masks: list[np.ndarray] = []
@@ -538,7 +538,7 @@ class KindSim:
                 np.zeros(n, np.int32),
                 np.zeros(n, np.int32),
                 np.full(n, K.NEVER, np.int32),
-                np.zeros(1, np.int64),
+                np.zeros(K.STATE_SIZE, np.int64),
                 pw,
                 out[b],
             )
