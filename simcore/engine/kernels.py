@@ -2,10 +2,13 @@
 
 Vocabulary: ``U`` units of one kind in one layer (d input channels or d_int neurons); a token's
 *selection* is the set of units its mask uses, the boolean ``used[U]``. Every per-token pass is a
-branch-free sweep over such U-long arrays, which the compiler vectorises. Cache state of one (layer, kind): ``in_cache[U]`` (bool), ``count[U]``,
-``last[U]``, ``next_use[U]`` (int32: uses so far, last-use token, next-use token) and ``state[0]``
-= occupancy. Order rules, everywhere: top-k takes the largest scores, ties to the lower unit
-index; eviction drops the lowest policy priority, ties to the lower unit index first.
+branch-free sweep over such U-long arrays, which the compiler vectorises; the operands of each
+pass share one integer width (a wider one halves or stops the vectorisation). Cache state of one
+(layer, kind): ``in_cache[U]`` (bool), ``count[U]``, ``last[U]``, ``next_use[U]`` (int32: uses so
+far, last-use token, next-use token) and ``state`` (int64[STATE_SIZE]: occupancy, and the use-count
+threshold of the last token, a search hint). Order rules, everywhere: top-k takes the largest
+scores, ties to the lower unit index; eviction drops the lowest policy priority, ties to the lower
+unit index first.
 
 Per token (DESIGN.md, "Caches and eviction"): select; hits = selected units in cache; update the
 policy state of the selected units; if the selection fits, evict the lowest-priority cached units
