@@ -123,21 +123,23 @@ def kth_key(keys, n, k, nbits, cand, hist):
 
 
 @njit(**NJIT)
-def _position_of(keys, n, v, take):
-    """The position of the ``take``-th key equal to ``v`` (take >= 1; -1 if take == 0): a vectorised
-    count per chunk, a scalar scan only in the chunk where it lies."""
-    if take <= 0:
+def _nth_match(a, va, b, vb, j):
+    """The position of the ``j``-th p with ``a[p] == va`` and ``b[p] == vb`` (-1 if j < 1; the last
+    position if there are fewer): a vectorised count per chunk, a scalar scan only in the chunk where
+    it lies. Pass the same array twice for one condition."""
+    if j < 1:
         return -1
+    n = a.shape[0]
     seen = 0
     for c0 in range(0, n, CHUNK):
         c1 = min(c0 + CHUNK, n)
         s = 0
         for p in range(c0, c1):
-            s += keys[p] == v
-        if seen + s >= take:
+            s += (a[p] == va) & (b[p] == vb)
+        if seen + s >= j:
             for p in range(c0, c1):
-                seen += keys[p] == v
-                if seen == take:
+                seen += (a[p] == va) & (b[p] == vb)
+                if seen == j:
                     return p
         seen += s
     return n - 1
@@ -163,7 +165,7 @@ def mark_smallest(keys, n, k, nbits, mark, cand, hist):
         mark[:n] = True
         return n
     v, take = kth_key(keys, n, k - 1, nbits, cand, hist)
-    last = _position_of(keys, n, v, take)
+    last = _nth_match(keys, v, keys, v, take)
     for p in range(n):
         mark[p] = keys[p] < v
     for p in range(last + 1):
@@ -333,7 +335,7 @@ def _keep_most_used(used, r, count, by_count, in_cache, state):
             in_cache[u] = used[u]
         return
     if not by_count:
-        pos = _nth_position(used, count, ct(-1), r, False)
+        pos = _nth_match(used, True, used, True, r)
         in_cache[:] = False
         for u in range(pos + 1, n):
             in_cache[u] = used[u]
@@ -371,31 +373,11 @@ def _keep_most_used(used, r, count, by_count, in_cache, state):
             lo, below = mid, c
     v = hi
     state[1] = v
-    pos = _nth_position(used, count, v, r - below, True)  # the last one dropped at count v
+    pos = _nth_match(used, True, count, v, r - below)  # the last one dropped at count v
     for u in range(n):
         in_cache[u] = used[u] & (count[u] > v)
     for u in range(pos + 1, n):
         in_cache[u] |= used[u] & (count[u] == v)
-
-
-@njit(**NJIT)
-def _nth_position(used, count, v, j, at_v):
-    """The position of the ``j``-th (j >= 1) unit that is used (and has ``count == v`` if ``at_v``):
-    a vectorised count per chunk, a scalar scan only in the chunk where it lies."""
-    n = used.shape[0]
-    seen = 0
-    for c0 in range(0, n, CHUNK):
-        c1 = min(c0 + CHUNK, n)
-        s = 0
-        for p in range(c0, c1):
-            s += used[p] & ((count[p] == v) | (not at_v))
-        if seen + s >= j:
-            for p in range(c0, c1):
-                seen += used[p] & ((count[p] == v) | (not at_v))
-                if seen == j:
-                    return p
-        seen += s
-    return n - 1
 
 
 @njit(**NJIT)
