@@ -3,7 +3,10 @@
 Vocabulary: ``U`` units of one kind in one layer (d input channels or d_int neurons); a token's
 *selection* is the set of units its mask uses, the boolean ``used[U]``. Every per-token pass is a
 branch-free sweep over such U-long arrays, which the compiler vectorises; the operands of each
-pass share one integer width (a wider one halves or stops the vectorisation). Cache state of one
+pass share one integer width (a wider one halves or stops the vectorisation), and a loop over part
+of an array runs over a slice, from 0: from a signed start other than 0, Numba's negative-index
+wrap-around stays in the loop, and the code it caches on disk then runs it scalar, up to 17x slower
+(measured; the same loop compiled afresh was fast, which hides it). Cache state of one
 (layer, kind): ``in_cache[U]`` (bool), ``count[U]``, ``last[U]``, ``next_use[U]`` (int32: uses so
 far, last-use token, next-use token) and ``state`` (int64[STATE_SIZE]: occupancy, and the use-count
 threshold of the last token, a search hint). Order rules, everywhere: top-k takes the largest
@@ -55,14 +58,14 @@ def _gather(keys, n, shift, d, cand):
     ``shift`` and ``d`` must have the keys' dtype (mixed widths defeat vectorisation)."""
     nc = 0
     for c0 in range(0, n, CHUNK):
-        c1 = min(c0 + CHUNK, n)
+        kc = keys[c0 : min(c0 + CHUNK, n)]  # loops from 0 (see the module docstring)
         s = 0
-        for p in range(c0, c1):
-            s += (keys[p] >> shift) == d
+        for p in range(kc.shape[0]):
+            s += (kc[p] >> shift) == d
         if s > 0:
-            for p in range(c0, c1):
-                cand[nc] = p
-                nc += (keys[p] >> shift) == d
+            for p in range(kc.shape[0]):
+                cand[nc] = c0 + p
+                nc += (kc[p] >> shift) == d
     return nc
 
 
@@ -132,15 +135,15 @@ def _nth_match(a, va, b, vb, j):
     n = a.shape[0]
     seen = 0
     for c0 in range(0, n, CHUNK):
-        c1 = min(c0 + CHUNK, n)
+        ac, bc = a[c0 : min(c0 + CHUNK, n)], b[c0 : min(c0 + CHUNK, n)]
         s = 0
-        for p in range(c0, c1):
-            s += (a[p] == va) & (b[p] == vb)
+        for p in range(ac.shape[0]):
+            s += (ac[p] == va) & (bc[p] == vb)
         if seen + s >= j:
-            for p in range(c0, c1):
-                seen += (a[p] == va) & (b[p] == vb)
+            for p in range(ac.shape[0]):
+                seen += (ac[p] == va) & (bc[p] == vb)
                 if seen == j:
-                    return p
+                    return c0 + p
         seen += s
     return n - 1
 
@@ -212,6 +215,98 @@ def f16_pattern_at_most(thr):
 
 
 @njit(**NJIT)
+def _weighted_bound(x, g):
+    """The largest float16 pattern p (0..+inf) with float32(value(p) * g) <= x; -1 if none."""
+    if not np.float32(LUT[0] * g) <= x:
+        return -1
+    lo, hi = 0, F16_INF
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if np.float32(LUT[mid] * g) <= x:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+@njit(**NJIT)
+def _count_above(p, in_cache, a, b):
+    """How many units have ``p > a`` if cached, ``p > b`` if not (p: int16 patterns, a, b: int16).
+    Counts in uint16 per chunk of 32768, so the sweep runs 16 lanes wide."""
+    n = p.shape[0]
+    s = 0
+    for c0 in range(0, n, 32768):
+        pc, ic = p[c0 : min(c0 + 32768, n)], in_cache[c0 : min(c0 + 32768, n)]
+        acc = np.uint16(0)
+        for u in range(pc.shape[0]):
+            t = a if ic[u] else b
+            acc = np.uint16(acc + np.uint16(pc[u] > t))
+        s += acc
+    return s
+
+
+@njit(**NJIT)
+def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf):
+    """Top-k of the scores value * (1 if cached else g) (float32 products; g = 1: plain top-k), ties
+    to the lower index, for 0 < k < U, on the float16 patterns without converting them.
+
+    A cached unit scores above value(a) iff its pattern is > a; an uncached one iff its pattern is
+    > B(a) = _weighted_bound(value(a), g). Counting passes over the int16 patterns (16 lanes wide)
+    binary-search the least pattern a with fewer than k scores above value(a); the k-th largest score
+    then lies in (value(a - 1), value(a)]. The units scoring in that band (cached: pattern a;
+    uncached: patterns in (B(a - 1), B(a)]) are few; their exact scores are ranked by ``kth_key``.
+    """
+    n = used.shape[0]
+    p = row.view(np.int16)  # patterns of non-negative values are < 0x8000
+    g = np.float32(g)
+    lo, hi = -1, F16_INF  # count(lo) >= k (lo = -1: every unit), count(hi) = 0 < k
+    c_hi = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        c = _count_above(p, in_cache, np.int16(mid), np.int16(_weighted_bound(LUT[mid], g)))
+        if c < k:
+            hi, c_hi = mid, c
+        else:
+            lo = mid
+    a = hi
+    b_hi = _weighted_bound(LUT[a], g)
+    b_lo = _weighted_bound(LUT[a - 1], g) if a > 0 else -1
+    need = k - c_hi  # >= 1, taken from the band by (score desc, index asc)
+    # gather the band: cached units of pattern a, uncached ones of pattern in (b_lo, b_hi]
+    nb = 0
+    a16, lo16, hi16 = np.int16(a), np.int16(b_lo), np.int16(b_hi)
+    for c0 in range(0, n, CHUNK):
+        pc, ic = p[c0 : min(c0 + CHUNK, n)], in_cache[c0 : min(c0 + CHUNK, n)]
+        s = 0
+        for u in range(pc.shape[0]):
+            s += (pc[u] == a16) if ic[u] else ((pc[u] > lo16) & (pc[u] <= hi16))
+        if s > 0:
+            for u in range(pc.shape[0]):
+                wbuf[nb] = c0 + u
+                nb += (pc[u] == a16) if ic[u] else ((pc[u] > lo16) & (pc[u] <= hi16))
+    # exact scores of the band as float32 bit patterns (order like the values); largest -> key 0
+    f = keys.view(np.float32)
+    top = np.uint32(0)
+    for j in range(nb):
+        u = wbuf[j]
+        f[j] = LUT[a] if in_cache[u] else np.float32(LUT[row[u]] * g)
+    for j in range(nb):
+        top = max(top, keys[j])
+    for j in range(nb):
+        keys[j] = top - keys[j]
+    mark_smallest(keys, nb, need, 32, used, cand, hist)  # used[:nb] marks the band's chosen ones
+    chosen = 0
+    for j in range(nb):
+        wbuf[chosen] = wbuf[j]
+        chosen += used[j]
+    for u in range(n):
+        used[u] = p[u] > (a16 if in_cache[u] else hi16)
+    for j in range(chosen):
+        used[wbuf[j]] = True
+    return k
+
+
+@njit(**NJIT)
 def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf):
     """Compute one token's selection for one kind into ``used`` (bool[U], overwritten).
 
@@ -243,6 +338,8 @@ def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache
     if k <= 0 or k >= n:
         used[:] = k > 0
         return n if k > 0 else 0
+    if fixed_n <= 0 and (not aware or approx_m <= k):
+        return _select_weighted(row, k, gamma_t if aware else 1.0, in_cache, used, keys, cand, hist, wbuf)
     if aware and approx_m <= k:
         # score = value * (1 if cached or exempt else gamma) in float32; its bit pattern orders like it
         if fixed_n > 0:
@@ -336,9 +433,8 @@ def _keep_most_used(used, r, count, by_count, in_cache, state):
         return
     if not by_count:
         pos = _nth_match(used, True, used, True, r)
-        in_cache[:] = False
-        for u in range(pos + 1, n):
-            in_cache[u] = used[u]
+        in_cache[: pos + 1] = False
+        in_cache[pos + 1 :] = used[pos + 1 :]
         return
     # v = the least count with at_most(v) >= r: the r-th smallest count among the used units;
     # invariant: at_most(lo) = below < r <= at_most(hi)
@@ -376,8 +472,9 @@ def _keep_most_used(used, r, count, by_count, in_cache, state):
     pos = _nth_match(used, True, count, v, r - below)  # the last one dropped at count v
     for u in range(n):
         in_cache[u] = used[u] & (count[u] > v)
-    for u in range(pos + 1, n):
-        in_cache[u] |= used[u] & (count[u] == v)
+    ic, us, ct_ = in_cache[pos + 1 :], used[pos + 1 :], count[pos + 1 :]
+    for u in range(ic.shape[0]):
+        ic[u] |= us[u] & (ct_[u] == v)
 
 
 @njit(**NJIT)
