@@ -59,9 +59,9 @@ def _gather(keys, n, shift, d, cand):
     nc = 0
     for c0 in range(0, n, CHUNK):
         kc = keys[c0 : min(c0 + CHUNK, n)]  # loops from 0 (see the module docstring)
-        s = 0
+        s = np.int32(0)
         for p in range(kc.shape[0]):
-            s += (kc[p] >> shift) == d
+            s = np.int32(s + np.int32((kc[p] >> shift) == d))
         if s > 0:
             for p in range(kc.shape[0]):
                 cand[nc] = c0 + p
@@ -136,9 +136,9 @@ def _nth_match(a, va, b, vb, j):
     seen = 0
     for c0 in range(0, n, CHUNK):
         ac, bc = a[c0 : min(c0 + CHUNK, n)], b[c0 : min(c0 + CHUNK, n)]
-        s = 0
+        s = np.int32(0)
         for p in range(ac.shape[0]):
-            s += (ac[p] == va) & (bc[p] == vb)
+            s = np.int32(s + np.int32((ac[p] == va) & (bc[p] == vb)))
         if seen + s >= j:
             for p in range(ac.shape[0]):
                 seen += (ac[p] == va) & (bc[p] == vb)
@@ -277,9 +277,9 @@ def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf):
     a16, lo16, hi16 = np.int16(a), np.int16(b_lo), np.int16(b_hi)
     for c0 in range(0, n, CHUNK):
         pc, ic = p[c0 : min(c0 + CHUNK, n)], in_cache[c0 : min(c0 + CHUNK, n)]
-        s = 0
+        s = np.int32(0)
         for u in range(pc.shape[0]):
-            s += (pc[u] == a16) if ic[u] else ((pc[u] > lo16) & (pc[u] <= hi16))
+            s = np.int32(s + np.int32((pc[u] == a16) if ic[u] else ((pc[u] > lo16) & (pc[u] <= hi16))))
         if s > 0:
             for u in range(pc.shape[0]):
                 wbuf[nb] = c0 + u
@@ -413,9 +413,9 @@ def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
 @njit(**NJIT)
 def _used_at_most(used, count, v):
     """How many units are used and have ``count <= v`` (one vectorised pass; v of count's dtype)."""
-    s = 0
+    s = np.int32(0)  # int32 sums: int64 ones run half as many lanes (U < 2^31)
     for u in range(used.shape[0]):
-        s += used[u] & (count[u] <= v)
+        s = np.int32(s + np.int32(used[u] & (count[u] <= v)))
     return s
 
 
@@ -487,9 +487,9 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
     ``cmark`` (bool[U]), ``cand`` (int32[U]) and ``hist`` are scratch. Returns the number of hits.
     """
     n = used.shape[0]
-    hits = 0
+    hits = np.int32(0)
     for u in range(n):  # one array written per loop, so that each loop vectorises
-        hits += used[u] & in_cache[u]
+        hits = np.int32(hits + np.int32(used[u] & in_cache[u]))
     for u in range(n):
         count[u] += used[u]
     for u in range(n):
