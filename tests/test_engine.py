@@ -283,3 +283,13 @@ def test_masks_handed_to_eval_are_the_reference_selections():
         masks = np.zeros((T, U), np.bool_)
         sim.feed(scores.astype(np.float16), None, 0, masks=masks)
         assert [set(np.flatnonzero(m).tolist()) for m in masks] == sets, kw
+
+
+def test_feed_rejects_a_kept_mass_column_of_another_width():
+    """|h| must match the scores unit for unit; a wider array would be read past the kind's buffers."""
+    from simcore.engine.replay import KindSim
+
+    sim = KindSim(8, 4, K.MODE_TOPK, k=3, cap=4, policy="lfu", mass=True)
+    scores = np.ones((4, 8), np.float16)
+    with pytest.raises(ValueError, match="must match"):
+        sim.feed(scores, np.ones((4, 16), np.float16), 0)

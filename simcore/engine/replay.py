@@ -434,6 +434,8 @@ class KindSim:
             raise TypeError("KindSim.feed takes float16 magnitudes, as traces store them")
         if self.mode != K.MODE_ALL and scores.shape[1] != self.n:
             raise ValueError(f"scores have {scores.shape[1]} units, this kind has {self.n}")
+        if self.mass and hmag.shape != scores.shape:
+            raise ValueError(f"hmag has shape {hmag.shape}, scores {scores.shape}; they must match")
         scores = scores.view(np.uint16)
         hm = hmag.view(np.uint16) if self.mass else np.empty((0, 0), np.uint16)
         sl = slice(t0, t0 + nb)
