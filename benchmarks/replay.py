@@ -8,10 +8,11 @@ rho 0.5, gamma 0.2, LFU, DRAM 2GB, device a18. Prints token-layers/s and unit ac
     whose hit counts must equal the engine's on the same tokens,
   * libCacheSim's LRU (C, process_trace) fed the identical flattened access stream,
 
-the ratios between them, and the engine's peak memory for two trace lengths. Each contender runs
---repeat times and its fastest run counts, so that a noisy machine slows none of them unevenly.
+the ratios between them, and the engine's peak memory for two trace lengths. The three run back to
+back in each of --repeat rounds; the ratios are taken within a round (runs of the same minute, so the
+machine's drift cancels) and their median is reported, next to each contender's fastest run.
 
-    python benchmarks/replay.py [--tokens 512] [--numpy-tokens 24] [--repeat 3]
+    python benchmarks/replay.py [--tokens 512] [--numpy-tokens 24] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ sys.path.insert(0, str(HERE))
 SETTING = dict(device="a18", dram="2GB", method="dip-ca", density=0.5, gamma=0.2, policy="lfu")
 
 ENGINE_RUN = """
-import json, resource, sys, time
+import json, sys, time
 from simcore.engine.replay import replay
+def peak_mb():  # this process's own high-water mark (ru_maxrss would include the parent's at fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 trace, tokens, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 setting = json.loads(sys.argv[4])
 replay(trace=trace, tokens=2, threads=1, **setting)  # load compiled kernels (Numba cache)
@@ -43,7 +50,7 @@ r = replay(trace=trace, tokens=tokens, threads=threads, **setting)
 dt = time.perf_counter() - t
 print(json.dumps({"seconds": dt, "accesses": r.totals["accesses"], "hits": r.totals["hits"],
                   "layers": len(r.layers) // 2, "tokens": r.totals["tokens"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_mb()}))
 """
 
 
@@ -153,43 +160,58 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--trace", type=Path, default=None, help="default: traces/mistral7b-synth-<tokens>")
     ap.add_argument("--numpy-tokens", type=int, default=24, help="tokens replayed by the NumPy version")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each contender; the fastest counts (as timeit does)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds of engine, NumPy and libCacheSim run back to back")
     args = ap.parse_args()
     trace = args.trace or Path("traces") / f"mistral7b-synth-{args.tokens}"
     ensure_trace(trace, args.tokens)
 
     print(f"setting: {SETTING}, trace {trace} ({args.tokens} tokens x 32 layers)\n", flush=True)
-    fastest = lambda runs: min(runs, key=lambda e: e["seconds"])  # noqa: E731
-    e1 = fastest([run_engine(trace, args.tokens, 1) for _ in range(args.repeat)])
-    e2 = fastest([run_engine(trace, args.tokens, 2) for _ in range(args.repeat)])
-    short = run_engine(trace, max(8, args.tokens // 4), 1)
     tl = lambda e: e["tokens"] * e["layers"] / e["seconds"]  # noqa: E731
     acc = lambda e: e["accesses"] / e["seconds"]  # noqa: E731
-
     n_tok = args.numpy_tokens
-    np_s, np_hits, np_acc, stream, capacity = run_numpy(trace, n_tok)
-    np_s = min([np_s] + [run_numpy(trace, n_tok)[0] for _ in range(args.repeat - 1)])
+    _, np_hits, np_acc, stream, capacity = run_numpy(trace, n_tok)  # also builds libCacheSim's stream
+    # rounds of engine, NumPy and libCacheSim back to back: each round's ratios compare runs made in
+    # the same minute, so the machine's drift (up to 2x here) cancels; the median round is reported
+    rounds = []
+    for _ in range(args.repeat):
+        e = run_engine(trace, args.tokens, 1)
+        np_s = run_numpy(trace, n_tok)[0]
+        lcs_s, lcs_hit = run_libcachesim(stream, capacity)
+        rounds.append(dict(e=e, np_acc_s=np_acc / np_s, np_tl=n_tok * 32 / np_s, lcs=stream.shape[0] / lcs_s))
+    e2 = min((run_engine(trace, args.tokens, 2) for _ in range(args.repeat)), key=lambda e: e["seconds"])
+    short = run_engine(trace, max(8, args.tokens // 4), 1)
     check = run_engine(trace, n_tok, 1)
-    lcs_s, lcs_hit = min(run_libcachesim(stream, capacity) for _ in range(args.repeat))
 
+    e1 = min((r["e"] for r in rounds), key=lambda e: e["seconds"])
     rows = [
         ("engine, 1 thread", tl(e1), acc(e1), f"{e1['seconds']:.2f} s for {e1['tokens']} tokens"),
         ("engine, 2 threads", tl(e2), acc(e2), f"{e2['seconds']:.2f} s"),
-        ("NumPy (vectorised)", n_tok * 32 / np_s, np_acc / np_s, f"{np_s:.2f} s for {n_tok} tokens"),
-        ("libCacheSim LRU", None, stream.shape[0] / lcs_s, f"{stream.shape[0] / 1e6:.1f} M accesses, {lcs_s:.2f} s"),
+        ("NumPy (vectorised)", max(r["np_tl"] for r in rounds), max(r["np_acc_s"] for r in rounds), f"{n_tok} tokens"),
+        ("libCacheSim LRU", None, max(r["lcs"] for r in rounds), f"{stream.shape[0] / 1e6:.1f} M accesses"),
     ]
+    print(f"fastest of {args.repeat} runs each:")
     print(f"{'':<22}{'token-layers/s':>16}{'accesses/s':>14}   notes")
     for name, a, b, note in rows:
         print(f"{name:<22}{'' if a is None else f'{a:,.0f}':>16}{b / 1e6:>12.1f} M   {note}")
     print()
+    r_np = sorted(acc(r["e"]) / r["np_acc_s"] for r in rounds)
+    r_lcs = sorted(acc(r["e"]) / r["lcs"] for r in rounds)
+    for i, r in enumerate(rounds):
+        print(
+            f"round {i + 1}: engine {tl(r['e']):,.0f} token-layers/s ({acc(r['e']) / 1e6:.1f} M accesses/s), "
+            f"NumPy {r['np_acc_s'] / 1e6:.1f} M/s, libCacheSim {r['lcs'] / 1e6:.1f} M/s"
+        )
     same = check["hits"] == np_hits and check["accesses"] == np_acc
     print(
         f"NumPy hits on {n_tok} tokens: {np_hits} of {np_acc}; engine: {check['hits']} of {check['accesses']} "
         f"-> {'identical' if same else 'DIFFERENT'}"
     )
-    print(f"engine / NumPy          : {acc(e1) / (np_acc / np_s):6.1f}x  (target >= 10x)")
+    med = lambda v: v[len(v) // 2]  # noqa: E731
     print(
-        f"engine / libCacheSim LRU: {acc(e1) / (stream.shape[0] / lcs_s):6.1f}x  (target >= 30x; "
+        f"engine / NumPy          : {med(r_np):6.1f}x median of rounds ({r_np[0]:.1f}-{r_np[-1]:.1f})  (target >= 10x)"
+    )
+    print(
+        f"engine / libCacheSim LRU: {med(r_lcs):6.1f}x median of rounds ({r_lcs[0]:.1f}-{r_lcs[-1]:.1f})  (target >= 30x; "
         f"libCacheSim hit ratio {lcs_hit:.3f} with one shared LRU of {capacity} units)"
     )
     print(f"token-layers/s, 1 thread: {tl(e1):,.0f}  (target >= 10,000)")
