@@ -202,16 +202,7 @@ def f16_values(row, bits):
 def f16_pattern_at_most(thr):
     """The largest non-negative float16 bit pattern (+inf included) whose value is <= ``thr`` (-1 if
     none): ``value > thr`` is then ``pattern > f16_pattern_at_most(thr)``, an integer compare."""
-    if not LUT[0] <= thr:
-        return -1
-    lo, hi = 0, F16_INF  # LUT[lo] <= thr; binary search for the last such pattern
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if np.float64(LUT[mid]) <= thr:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    return _weighted_bound(thr, 1.0)  # value * 1.0 is exact
 
 
 @njit(**NJIT)
