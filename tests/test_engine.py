@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from simcore.engine import kernels as K
 from simcore.engine.replay import simulate
@@ -121,6 +122,54 @@ def test_float16_patterns_convert_exactly():
         p = K.f16_pattern_at_most(thr)
         values = patterns.view(np.float16).astype(np.float64)
         assert ((patterns.astype(np.int64) > p) == (values > thr)).all(), thr
+
+
+@njit(cache=False)
+def _halves_to_floats(bits):
+    out = np.empty(bits.shape[0], np.float32)
+    for i in range(bits.shape[0]):
+        out[i] = K.half_to_float(bits[i])
+    return out
+
+
+@pytest.mark.skipif(not K.HALF_IN_HARDWARE, reason="no hardware float16 conversion on this machine")
+def test_hardware_float16_conversion_is_exact():
+    patterns = np.arange(0x7C01, dtype=np.uint16)  # every non-negative float16, +inf included
+    np.testing.assert_array_equal(_halves_to_floats(patterns), patterns.view(np.float16).astype(np.float32))
+
+
+def test_positions_and_nth_equal_on_random_arrays():
+    """The word-at-a-time scan finds every True, and the blocked search the j-th match, at lengths
+    that are and are not multiples of 8 and of the block size."""
+    rng = np.random.default_rng(5)
+    for n in (1, 7, 8, 9, 63, 64, 65, 2047, 2048, 2049, 5000, 14336):
+        for density in (0.0, 0.001, 0.05, 0.5, 1.0):
+            mask = rng.random(n) < density
+            out = np.empty(n, np.uint32)
+            c = K._positions(mask, out)
+            np.testing.assert_array_equal(out[:c], np.flatnonzero(mask))
+            where = np.flatnonzero(mask)
+            for j in (0, 1, 2, len(where) // 2, len(where), len(where) + 1):
+                got = K._nth_equal(mask, True, j)
+                want = -1 if j < 1 else (where[j - 1] if j <= len(where) else n - 1)
+                assert got == want, (n, density, j)
+
+
+def test_score_threshold_search_does_not_depend_on_its_hint():
+    """The hint only changes how many counting passes the search takes, never its answer."""
+    rng = np.random.default_rng(9)
+    for _ in range(60):
+        n = int(rng.integers(2, 3000))
+        p = (rng.lognormal(0, 2, n).astype(np.float16)).view(np.int16)
+        in_cache = rng.random(n) < 0.4
+        k = int(rng.integers(1, n))
+        g = np.float32(rng.choice([1.0, 0.2, 0.5]))
+        results = {K._least_pattern_below(p, in_cache, k, g, hint) for hint in (-1, 0, 1, 7000, 15000, 0x7BFF)}
+        assert len(results) == 1
+        ((a, c),) = results
+        scores = K.LUT[p.view(np.uint16)] * np.where(in_cache, np.float32(1), g).astype(np.float32)
+        assert c == int((scores > K.LUT[a]).sum()) and c < k  # fewer than k score above value(a) ...
+        assert a == 0 or int((scores > K.LUT[a - 1]).sum()) >= k  # ... and a is the least such pattern
 
 
 masks_strategy = st.integers(2, 24).flatmap(

@@ -8,10 +8,10 @@ of an array runs over a slice, from 0: from a signed start other than 0, Numba's
 wrap-around stays in the loop, and the code it caches on disk then runs it scalar, up to 17x slower
 (measured; the same loop compiled afresh was fast, which hides it). Cache state of one
 (layer, kind): ``in_cache[U]`` (bool), ``count[U]``, ``last[U]``, ``next_use[U]`` (int32: uses so
-far, last-use token, next-use token) and ``state`` (int64[STATE_SIZE]: occupancy, and the use-count
-threshold of the last token, a search hint). Order rules, everywhere: top-k takes the largest
-scores, ties to the lower unit index; eviction drops the lowest policy priority, ties to the lower
-unit index first.
+far, last-use token, next-use token) and ``state`` (int64[STATE_SIZE]: occupancy, and two search
+hints: the last token's use-count threshold and its score threshold). Order rules, everywhere: top-k
+takes the largest scores, ties to the lower unit index; eviction drops the lowest policy priority,
+ties to the lower unit index first.
 
 Per token (DESIGN.md, "Caches and eviction"): select; hits = selected units in cache; update the
 policy state of the selected units; if the selection fits, evict the lowest-priority cached units
@@ -21,8 +21,13 @@ the cache keeps the ``cap`` selected units of highest priority and the rest stre
 
 from __future__ import annotations
 
+import os
+import platform
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from simcore.config import NJIT, NJIT_REDUCE
 
@@ -34,10 +39,43 @@ F16_INF = 0x7C00  # the float16 pattern of +inf; larger ones are NaN
 F16_SCALE = np.float32(2.0**112)  # float16 pattern << 13, read as float32, is the value / 2^112
 
 
+def _half_in_hardware() -> bool:
+    """Whether the compiled code converts float16 to float32 in hardware (x86 F16C, which every x86
+    CPU since 2012 has; aarch64 always). Without it LLVM would call a runtime helper that Numba's
+    JIT may not link, so the kernels keep to integer arithmetic then."""
+    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
+        return False  # a target chosen by hand (portable caches): assume the lowest common one
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return True
+    if machine in ("x86_64", "amd64"):
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("f16c", False))
+    return False
+
+
+HALF_IN_HARDWARE = _half_in_hardware()
+
+
+@intrinsic
+def half_to_float(typingctx, bits):
+    """float32 value of a float16 bit pattern (uint16): one ``fpext``, which LLVM vectorises to
+    ``vcvtph2ps`` (F16C) or ``fcvtl`` (aarch64). Use only where HALF_IN_HARDWARE."""
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
 FIRST_DIGIT_BITS = 11
 HIST_SIZE = 1 << FIRST_DIGIT_BITS
-STATE_SIZE = 2  # a cache's scalars: occupancy, and the use-count threshold of its last token
+STATE_SIZE = 3  # a kind's scalars: occupancy, the last token's use-count threshold and score pattern threshold
 CHUNK = 64
+BLOCK = 2048
 
 
 @njit(**NJIT)
@@ -126,26 +164,59 @@ def kth_key(keys, n, k, nbits, cand, hist):
 
 
 @njit(**NJIT)
-def _nth_match(a, va, b, vb, j):
-    """The position of the ``j``-th p with ``a[p] == va`` and ``b[p] == vb`` (-1 if j < 1; the last
-    position if there are fewer): a vectorised count per chunk, a scalar scan only in the chunk where
-    it lies. Pass the same array twice for one condition."""
+def _equal_in(a, v):
+    """How many ``a[p] == v`` (one vectorised pass)."""
+    s = np.int32(0)
+    for p in range(a.shape[0]):
+        s = np.int32(s + np.int32(a[p] == v))
+    return s
+
+
+@njit(**NJIT)
+def _nth_equal(a, v, j):
+    """The position of the ``j``-th p with ``a[p] == v`` (-1 if j < 1; the last position if there are
+    fewer). Vectorised counts per block of BLOCK, then per chunk of CHUNK inside the block where it
+    lies, and a scalar scan only inside that chunk: per-chunk counts alone over a whole array cost
+    more in loop overhead than in counting."""
     if j < 1:
         return -1
     n = a.shape[0]
     seen = 0
-    for c0 in range(0, n, CHUNK):
-        ac, bc = a[c0 : min(c0 + CHUNK, n)], b[c0 : min(c0 + CHUNK, n)]
-        s = np.int32(0)
-        for p in range(ac.shape[0]):
-            s = np.int32(s + np.int32((ac[p] == va) & (bc[p] == vb)))
-        if seen + s >= j:
+    for b0 in range(0, n, BLOCK):
+        s = _equal_in(a[b0 : min(b0 + BLOCK, n)], v)
+        if seen + s < j:
+            seen += s
+            continue
+        for c0 in range(b0, min(b0 + BLOCK, n), CHUNK):
+            ac = a[c0 : min(c0 + CHUNK, n)]
+            s = _equal_in(ac, v)
+            if seen + s < j:
+                seen += s
+                continue
             for p in range(ac.shape[0]):
-                seen += (ac[p] == va) & (bc[p] == vb)
+                seen += ac[p] == v
                 if seen == j:
                     return c0 + p
-        seen += s
     return n - 1
+
+
+@njit(**NJIT)
+def _positions(mask, out):
+    """``out[:c]`` = the positions of True in ``mask`` (bool[n]), ascending; returns c. Reads the mask
+    eight bytes at a time, so a sparse mask costs about n/8 word tests."""
+    n = mask.shape[0]
+    n8 = n - n % 8
+    words = mask[:n8].view(np.uint64)
+    c = 0
+    for i in range(words.shape[0]):
+        if words[i] != 0:
+            for p in range(8 * i, 8 * i + 8):
+                out[c] = p
+                c += mask[p]
+    for p in range(n8, n):
+        out[c] = p
+        c += mask[p]
+    return c
 
 
 @njit(**NJIT)
@@ -168,7 +239,7 @@ def mark_smallest(keys, n, k, nbits, mark, cand, hist):
         mark[:n] = True
         return n
     v, take = kth_key(keys, n, k - 1, nbits, cand, hist)
-    last = _nth_match(keys, v, keys, v, take)
+    last = _nth_equal(keys[:n], v, take)
     for p in range(n):
         mark[p] = keys[p] < v
     for p in range(last + 1):
@@ -237,7 +308,60 @@ def _count_above(p, in_cache, a, b):
 
 
 @njit(**NJIT)
-def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf):
+def _least_pattern_below(p, in_cache, k, g, hint):
+    """The least float16 pattern a (0..+inf) with fewer than k scores above value(a) (see
+    ``_select_weighted``), and that count. One counting pass per probe: from ``hint`` (the previous
+    token's a; thresholds of consecutive tokens lie some tens of patterns apart) it gallops to a
+    bracket, then narrows it by interpolating the counts linearly (the count falls smoothly with a),
+    bisecting instead whenever an interpolated probe did not halve the bracket. The answer does not
+    depend on the hint, only the number of passes: about 6 instead of bisection's 15."""
+    n = p.shape[0]
+    lo, hi = -1, F16_INF  # invariant: count(lo) >= k (count(-1) = n), count(hi) < k (count(+inf) = 0)
+    c_lo, c_hi = n, 0
+    if 0 <= hint < F16_INF:
+        step = 32
+        c = _count_above(p, in_cache, np.int16(hint), np.int16(_weighted_bound(LUT[hint], g)))
+        if c < k:
+            hi, c_hi = hint, c
+            while hi - lo > 1:  # gallop down
+                q = max(hi - step, lo + 1)
+                c = _count_above(p, in_cache, np.int16(q), np.int16(_weighted_bound(LUT[q], g)))
+                if c < k:
+                    hi, c_hi = q, c
+                    step *= 2
+                else:
+                    lo, c_lo = q, c
+                    break
+        else:
+            lo, c_lo = hint, c
+            while hi - lo > 1:  # gallop up
+                q = min(lo + step, hi - 1)
+                c = _count_above(p, in_cache, np.int16(q), np.int16(_weighted_bound(LUT[q], g)))
+                if c >= k:
+                    lo, c_lo = q, c
+                    step *= 2
+                else:
+                    hi, c_hi = q, c
+                    break
+    bisect = False
+    while hi - lo > 1:
+        width = hi - lo
+        if bisect:
+            q = lo + width // 2
+        else:  # where the line through (lo, c_lo), (hi, c_hi) crosses k - 1/2
+            q = lo + int((c_lo - k + 0.5) / (c_lo - c_hi) * width + 0.5)
+            q = min(max(q, lo + 1), hi - 1)
+        c = _count_above(p, in_cache, np.int16(q), np.int16(_weighted_bound(LUT[q], g)))
+        if c < k:
+            hi, c_hi = q, c
+        else:
+            lo, c_lo = q, c
+        bisect = not bisect and 2 * (hi - lo) > width
+    return hi, c_hi
+
+
+@njit(**NJIT)
+def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf, state):
     """Top-k of the scores value * (1 if cached else g) (float32 products; g = 1: plain top-k), ties
     to the lower index, for 0 < k < U, on the float16 patterns without converting them.
 
@@ -246,35 +370,21 @@ def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf):
     binary-search the least pattern a with fewer than k scores above value(a); the k-th largest score
     then lies in (value(a - 1), value(a)]. The units scoring in that band (cached: pattern a;
     uncached: patterns in (B(a - 1), B(a)]) are few; their exact scores are ranked by ``kth_key``.
+    ``state[2]`` holds the previous token's a, where the search starts, and receives this one's.
     """
     n = used.shape[0]
     p = row.view(np.int16)  # patterns of non-negative values are < 0x8000
     g = np.float32(g)
-    lo, hi = -1, F16_INF  # count(lo) >= k (lo = -1: every unit), count(hi) = 0 < k
-    c_hi = 0
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        c = _count_above(p, in_cache, np.int16(mid), np.int16(_weighted_bound(LUT[mid], g)))
-        if c < k:
-            hi, c_hi = mid, c
-        else:
-            lo = mid
-    a = hi
+    a, c_hi = _least_pattern_below(p, in_cache, k, g, state[2])
+    state[2] = a
     b_hi = _weighted_bound(LUT[a], g)
     b_lo = _weighted_bound(LUT[a - 1], g) if a > 0 else -1
     need = k - c_hi  # >= 1, taken from the band by (score desc, index asc)
     # gather the band: cached units of pattern a, uncached ones of pattern in (b_lo, b_hi]
-    nb = 0
     a16, lo16, hi16 = np.int16(a), np.int16(b_lo), np.int16(b_hi)
-    for c0 in range(0, n, CHUNK):
-        pc, ic = p[c0 : min(c0 + CHUNK, n)], in_cache[c0 : min(c0 + CHUNK, n)]
-        s = np.int32(0)
-        for u in range(pc.shape[0]):
-            s = np.int32(s + np.int32((pc[u] == a16) if ic[u] else ((pc[u] > lo16) & (pc[u] <= hi16))))
-        if s > 0:
-            for u in range(pc.shape[0]):
-                wbuf[nb] = c0 + u
-                nb += (pc[u] == a16) if ic[u] else ((pc[u] > lo16) & (pc[u] <= hi16))
+    for u in range(n):  # used = the band, for now
+        used[u] = (p[u] == a16) if in_cache[u] else ((p[u] > lo16) & (p[u] <= hi16))
+    nb = _positions(used, wbuf)
     # exact scores of the band as float32 bit patterns (order like the values); largest -> key 0
     f = keys.view(np.float32)
     top = np.uint32(0)
@@ -298,7 +408,7 @@ def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf):
 
 
 @njit(**NJIT)
-def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf):
+def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, state):
     """Compute one token's selection for one kind into ``used`` (bool[U], overwritten).
 
     Args:
@@ -312,6 +422,8 @@ def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache
         approx_m: if > k, approximate selection: among the approx_m largest raw values take the cached
             units first (by value), then the uncached ones (by value).
         keys: uint32[U], cand: int32[U], hist (see kth_key), wbuf: uint32[U] scratch.
+        state: the kind's int64[STATE_SIZE]; ``state[2]`` carries the score threshold from token to
+            token (a search hint: the selection does not depend on it).
     Returns:
         m, the number of units selected.
     """
@@ -330,7 +442,7 @@ def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache
         used[:] = k > 0
         return n if k > 0 else 0
     if fixed_n <= 0 and (not aware or approx_m <= k):
-        return _select_weighted(row, k, gamma_t if aware else 1.0, in_cache, used, keys, cand, hist, wbuf)
+        return _select_weighted(row, k, gamma_t if aware else 1.0, in_cache, used, keys, cand, hist, wbuf, state)
     if aware and approx_m <= k:
         # score = value * (1 if cached or exempt else gamma) in float32; its bit pattern orders like it
         if fixed_n > 0:
@@ -402,70 +514,74 @@ def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
 
 
 @njit(**NJIT)
-def _used_at_most(used, count, v):
-    """How many units are used and have ``count <= v`` (one vectorised pass; v of count's dtype)."""
-    s = np.int32(0)  # int32 sums: int64 ones run half as many lanes (U < 2^31)
-    for u in range(used.shape[0]):
-        s = np.int32(s + np.int32(used[u] & (count[u] <= v)))
+def _at_most(key, v):
+    """How many ``key[u] <= v`` (int32 keys and v: one compare and one subtract per 8 lanes)."""
+    s = np.int32(0)
+    for u in range(key.shape[0]):
+        s = np.int32(s + np.int32(key[u] <= v))
     return s
 
 
 @njit(**NJIT)
-def _keep_most_used(used, r, count, by_count, in_cache, state):
+def _keep_most_used(used, m, r, count, by_count, in_cache, state, ukey):
     """``in_cache`` = the used units less the ``r`` of them with the lowest use count, ties to the
-    lower index (all tied when not ``by_count``). The count threshold is searched by counting passes,
+    lower index (all tied when not ``by_count``); ``m`` units are used. The count threshold is
+    searched by counting passes over ``ukey`` (int32[U] scratch: the count of a used unit, -1 for
+    the others; counts of used units are >= 1),
     galloping from the previous token's (``state[1]``): use counts grow by at most one a token, so it
     is rarely more than a step or two away."""
     n = used.shape[0]
-    ct = count.dtype.type
     if r <= 0:
         for u in range(n):
             in_cache[u] = used[u]
         return
     if not by_count:
-        pos = _nth_match(used, True, used, True, r)
+        pos = _nth_equal(used, True, r)
         in_cache[: pos + 1] = False
         in_cache[pos + 1 :] = used[pos + 1 :]
         return
+    for u in range(n):
+        ukey[u] = count[u] if used[u] else np.int32(-1)
+    unused = n - m  # at_most(v) of the used units = _at_most(ukey, v) - unused, for v >= -1
     # v = the least count with at_most(v) >= r: the r-th smallest count among the used units;
     # invariant: at_most(lo) = below < r <= at_most(hi)
-    v = ct(max(state[1], 0))
-    c = _used_at_most(used, count, v)
+    v = np.int32(max(state[1], 0))
+    c = _at_most(ukey, v) - unused
     if c >= r:
         hi, step = v, 1
-        lo, below = ct(-1), 0  # at_most(-1) = 0
+        lo, below = np.int32(-1), 0  # at_most(-1) = 0
         while hi - step >= 0:
-            c = _used_at_most(used, count, ct(hi - step))
+            c = _at_most(ukey, np.int32(hi - step)) - unused
             if c < r:
-                lo, below = ct(hi - step), c
+                lo, below = np.int32(hi - step), c
                 break
-            hi = ct(hi - step)
+            hi = np.int32(hi - step)
             step *= 2
     else:
         lo, below, step = v, c, 1
-        hi = ct(lo + step)
+        hi = np.int32(lo + step)
         while True:  # ends: at_most(the largest count) = m >= r
-            c = _used_at_most(used, count, hi)
+            c = _at_most(ukey, hi) - unused
             if c >= r:
                 break
             lo, below = hi, c
             step *= 2
-            hi = ct(lo + step)
+            hi = np.int32(lo + step)
     while hi - lo > 1:
-        mid = ct(lo + (hi - lo) // 2)
-        c = _used_at_most(used, count, mid)
+        mid = np.int32(lo + (hi - lo) // 2)
+        c = _at_most(ukey, mid) - unused
         if c >= r:
             hi = mid
         else:
             lo, below = mid, c
     v = hi
     state[1] = v
-    pos = _nth_match(used, True, count, v, r - below)  # the last one dropped at count v
+    pos = _nth_equal(ukey, v, r - below)  # the last one dropped at count v
     for u in range(n):
-        in_cache[u] = used[u] & (count[u] > v)
-    ic, us, ct_ = in_cache[pos + 1 :], used[pos + 1 :], count[pos + 1 :]
+        in_cache[u] = ukey[u] > v  # v >= 0: no unused unit
+    ic, uk = in_cache[pos + 1 :], ukey[pos + 1 :]
     for u in range(ic.shape[0]):
-        ic[u] |= us[u] & (ct_[u] == v)
+        ic[u] |= uk[u] == v
 
 
 @njit(**NJIT)
@@ -492,7 +608,7 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
         # the cache keeps the `cap` selected units of highest priority; the rest streams past it
         if pw[2] == 0 and pw[0] >= 0:
             # all of them were last used now: the priority order among them is the use count's
-            _keep_most_used(used, m - cap, count, pw[0] > 0, in_cache, state)
+            _keep_most_used(used, m, m - cap, count, pw[0] > 0, in_cache, state, cand)
             state[0] = cap
             return hits
         nbits = _priority_keys(used, n, count, last, next_use, pw, ckeys)
@@ -522,7 +638,17 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
 def _mass(hrow, used, has_mass, vbuf, out_kept, out_tot, i):
     """|h|^2 of the selected units and of all units of one token (a reassociating sum: the order of
     additions is the compiler's, fixed for a build). A float16's square is exact in float32."""
-    if has_mass:
+    if has_mass and HALF_IN_HARDWARE:  # one pass, converting in hardware
+        kept = 0.0
+        tot = 0.0
+        for u in range(hrow.shape[0]):
+            v = half_to_float(hrow[u])
+            v2 = np.float64(v * v)
+            tot += v2
+            kept += v2 if used[u] else 0.0
+        out_kept[i] = kept
+        out_tot[i] = tot
+    elif has_mass:
         _f16_shifted(hrow, vbuf)
         f = vbuf.view(np.float32)
         kept = 0.0
@@ -595,7 +721,7 @@ def replay_batch(
         if gamma_warmup > 0 and t < gamma_warmup:
             g = 1.0 - (1.0 - gamma) * (t / gamma_warmup)
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf)
+        m = select_units(row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, state)
         out_used[i] = m
         out_hits[i] = cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist)
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
@@ -617,12 +743,13 @@ def mask_batch(scores, hmag, has_mass, mode, k, thr, n_units, out_idx, out_used,
     hist = np.empty(HIST_SIZE, np.int32)
     wbuf = np.empty(n_units, np.uint32)
     in_cache = np.zeros(n_units, np.bool_)
+    state = np.zeros(STATE_SIZE, np.int64)  # only the selection's search hint
     dummy = np.empty(n_units, np.uint16)
     pthr = f16_pattern_at_most(thr)
     pos = 0
     for i in range(T):
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf)
+        m = select_units(row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, state)
         out_used[i] = m
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
         for u in range(n_units):  # branch-free compaction: out_idx has n_units of slack
