@@ -64,13 +64,15 @@ def test_kernels_equal_the_naive_reference_on_wide_layers():
     """Units in the thousands: the radix select's chunked gathers, large bins of tied keys and
     multi-level narrowing only happen there."""
     rng = np.random.default_rng(7)
-    for _ in range(12):
+    for _ in range(24):
         T, U = int(rng.integers(2, 8)), int(rng.integers(300, 3000))
         k = int(rng.integers(1, U))
         kw = dict(k=k, cap=int(rng.integers(1, U + 1)), policy=str(rng.choice(["lru", "lfu", "belady"])))
         if kw["policy"] != "belady":
             kw["gamma"] = float(rng.choice([0.2, 0.5]))
         scores = _scores(rng, T, U, levels=int(rng.choice([0, 4, 64])) or None)
+        if rng.random() < 0.4:  # most scores in float16's subnormal range (the selection's exact path)
+            scores = (scores * 1e-5).astype(np.float16).astype(np.float32)
         hmag = _scores(rng, T, U)
         got = simulate(scores, hmag=hmag, **kw)
         used, hits, kept, tot = _naive(scores, hmag=hmag, **kw)
@@ -155,21 +157,54 @@ def test_positions_and_nth_equal_on_random_arrays():
                 assert got == want, (n, density, j)
 
 
+def test_weighted_patterns_round_every_score_up_onto_the_float16_grid():
+    """For every non-negative float16 and several gamma, an uncached unit's key is the least float16
+    pattern whose value is >= float32(value * gamma); a cached unit's key is its own pattern."""
+    patterns = np.arange(0x7C01, dtype=np.uint16)
+    values = patterns.view(np.float16).astype(np.float32)
+    grid = values.astype(np.float64)
+    q = np.empty(patterns.size, np.int16)
+    scratch = np.empty(patterns.size, np.uint32)
+    for g in (0.0, 1e-4, 0.2, 0.5, 0.7071, 0.999):
+        in_cache = np.zeros(patterns.size, np.bool_)
+        with np.errstate(invalid="ignore"):
+            scores = (values * np.float32(g)).astype(np.float64)
+        want = np.searchsorted(grid, scores, side="left")  # least pattern with value >= score
+        want[np.isnan(scores)] = K.F16_INF  # inf * 0: ranked above every finite score
+        K._weighted_patterns(patterns, g, in_cache, q, scratch, True)
+        np.testing.assert_array_equal(q, want.astype(np.int16), err_msg=f"gamma {g}")
+        # the quick rounding: exact from 2^-14 up; below, within 0..0x400 and growing with the score
+        K._weighted_patterns(patterns, g, in_cache, q, scratch, False)
+        normal = (scores >= 2.0**-14) | np.isnan(scores)
+        np.testing.assert_array_equal(q[normal], want[normal].astype(np.int16), err_msg=f"gamma {g}")
+        small = np.argsort(scores[~normal], kind="stable")
+        assert (q[~normal] <= 0x400).all() and (np.diff(q[~normal][small]) >= 0).all()
+        in_cache[:] = True
+        K._weighted_patterns(patterns, g, in_cache, q, scratch, True)
+        np.testing.assert_array_equal(q, patterns.astype(np.int16))
+        K._weighted_patterns(patterns, g, in_cache, q, scratch, False)
+        np.testing.assert_array_equal(q[0x400:], patterns[0x400:].astype(np.int16))
+        assert (q[:0x400] <= 0x400).all() and (np.diff(q[:0x400]) >= 0).all()
+
+
 def test_score_threshold_search_does_not_depend_on_its_hint():
     """The hint only changes how many counting passes the search takes, never its answer."""
     rng = np.random.default_rng(9)
     for _ in range(60):
         n = int(rng.integers(2, 3000))
-        p = (rng.lognormal(0, 2, n).astype(np.float16)).view(np.int16)
+        row = rng.lognormal(0, 2, n).astype(np.float16).view(np.uint16)
         in_cache = rng.random(n) < 0.4
         k = int(rng.integers(1, n))
-        g = np.float32(rng.choice([1.0, 0.2, 0.5]))
-        results = {K._least_pattern_below(p, in_cache, k, g, hint) for hint in (-1, 0, 1, 7000, 15000, 0x7BFF)}
+        g = float(rng.choice([1.0, 0.2, 0.5]))
+        q = np.empty(n, np.int16)
+        K._weighted_patterns(row, g, in_cache, q, np.empty(n, np.uint32), True)
+        results = {K._kth_largest(q, k, hint) for hint in (-1, 0, 1, 7000, 15000, 0x7BFF)}
         assert len(results) == 1
-        ((a, c),) = results
-        scores = K.LUT[p.view(np.uint16)] * np.where(in_cache, np.float32(1), g).astype(np.float32)
+        ((a, c, c_lo),) = results
+        scores = K.LUT[row] * np.where(in_cache, np.float32(1), np.float32(g)).astype(np.float32)
         assert c == int((scores > K.LUT[a]).sum()) and c < k  # fewer than k score above value(a) ...
         assert a == 0 or int((scores > K.LUT[a - 1]).sum()) >= k  # ... and a is the least such pattern
+        assert c_lo - c == int((q == a).sum())
 
 
 masks_strategy = st.integers(2, 24).flatmap(

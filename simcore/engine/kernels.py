@@ -71,6 +71,18 @@ def half_to_float(typingctx, bits):
     return types.float32(bits), codegen
 
 
+@intrinsic
+def float_bits(typingctx, x):
+    """The IEEE bits of a float32 as uint32 (a bitcast: no instruction of its own)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(x), codegen
+
+
 FIRST_DIGIT_BITS = 11
 HIST_SIZE = 1 << FIRST_DIGIT_BITS
 STATE_SIZE = 3  # a kind's scalars: occupancy, the last token's use-count threshold and score pattern threshold
@@ -292,105 +304,168 @@ def _weighted_bound(x, g):
 
 
 @njit(**NJIT)
-def _count_above(p, in_cache, a, b):
-    """How many units have ``p > a`` if cached, ``p > b`` if not (p: int16 patterns, a, b: int16).
-    Counts in uint16 per chunk of 32768, so the sweep runs 16 lanes wide."""
-    n = p.shape[0]
+def _count_greater(q, a):
+    """How many ``q > a`` (q: int16, a: int16). Counts in uint16 per chunk of 32768, so the sweep runs
+    16 lanes wide."""
+    n = q.shape[0]
     s = 0
     for c0 in range(0, n, 32768):
-        pc, ic = p[c0 : min(c0 + 32768, n)], in_cache[c0 : min(c0 + 32768, n)]
+        qc = q[c0 : min(c0 + 32768, n)]
         acc = np.uint16(0)
-        for u in range(pc.shape[0]):
-            t = a if ic[u] else b
-            acc = np.uint16(acc + np.uint16(pc[u] > t))
+        for u in range(qc.shape[0]):
+            acc = np.uint16(acc + np.uint16(qc[u] > a))
         s += acc
     return s
 
 
 @njit(**NJIT)
-def _least_pattern_below(p, in_cache, k, g, hint):
-    """The least float16 pattern a (0..+inf) with fewer than k scores above value(a) (see
-    ``_select_weighted``), and that count. One counting pass per probe: from ``hint`` (the previous
-    token's a; thresholds of consecutive tokens lie some tens of patterns apart) it gallops to a
-    bracket, then narrows it by interpolating the counts linearly (the count falls smoothly with a),
-    bisecting instead whenever an interpolated probe did not halve the bracket. The answer does not
-    depend on the hint, only the number of passes: about 6 instead of bisection's 15."""
-    n = p.shape[0]
+def _f16_ceil(x):
+    """The least float16 pattern (up to +inf) whose value is >= the float32 of bits ``x`` (>= 0), for
+    values from 2^-14 (float16's least normal) up; below, some pattern in 0..0x400 that grows with
+    the value (see ``_weighted_patterns``). The float16 exponent and mantissa are the float32 ones
+    shifted; any dropped bit set rounds up (a carry into the exponent is right). 32-bit operands
+    only, so the loops calling it vectorise."""
+    x = max(x, np.uint32(112 << 23))
+    c = np.uint32(np.uint32(x >> np.uint32(13)) - np.uint32(112 << 10))
+    c = np.uint32(c + np.uint32((x & np.uint32(0x1FFF)) != np.uint32(0)))
+    return np.uint16(min(c, np.uint32(F16_INF)))
+
+
+@njit(**NJIT)
+def _weighted_patterns(row, g, in_cache, q, fbuf, exact):
+    """``q`` (int16[U]) = each unit's score float32(value * (1 if cached else g)) rounded up onto the
+    float16 grid: the least float16 pattern whose value is >= the score (a cached unit's own
+    pattern). A unit then scores above value(a) exactly when ``q > a``, for every pattern a.
+
+    Scores below 2^-14 (float16's subnormal range) are rounded exactly only when ``exact``; otherwise
+    they get some pattern in 0..0x400 that grows with the score, which changes no count ``q > a``
+    for a >= 0x400: a search that ends above 0x400 is exact, one that does not is redone with
+    ``exact``. ``fbuf`` (uint32[U]) is scratch. Branch-free, vectorised passes; float16 converted
+    in hardware where there is a conversion."""
+    n = row.shape[0]
+    f = fbuf.view(np.float32)
+    g = np.float32(g)
+    one = np.float32(1.0)
+    qu = q.view(np.uint16)
+    if HALF_IN_HARDWARE and not exact:
+        for u in range(n):
+            qu[u] = _f16_ceil(float_bits(half_to_float(row[u]) * (one if in_cache[u] else g)))
+        return
+    if HALF_IN_HARDWARE:
+        for u in range(n):
+            f[u] = half_to_float(row[u]) * (one if in_cache[u] else g)
+    else:
+        _f16_shifted(row, fbuf)
+        s1, sg = F16_SCALE, F16_SCALE * g  # value * w rounded once, as above (2^112 w is exact)
+        for u in range(n):
+            f[u] = f[u] * (s1 if in_cache[u] else sg)
+    if not exact:
+        for u in range(n):
+            qu[u] = _f16_ceil(fbuf[u])
+        return
+    for u in range(n):
+        x = fbuf[u]
+        t = (f[u] if f[u] < one else one) * np.float32(2.0**24)  # below 2^-14: s / 2^-24 rounded up
+        ti = np.int32(t)  # t < 1024 wherever it is used
+        lo = np.uint16(np.int32(ti + np.int32(np.float32(ti) < t)))
+        qu[u] = _f16_ceil(x) if x >= np.uint32(113 << 23) else lo
+
+
+@njit(**NJIT)
+def _kth_largest(q, k, hint):
+    """The least a in 0..+inf with fewer than k ``q > a`` (the k-th largest q), that count, and the
+    count of ``q > a - 1`` (>= k; the difference is how many q equal a). One
+    counting pass per probe: from ``hint`` (the previous token's a; thresholds of consecutive tokens
+    lie some tens of patterns apart) it gallops to a bracket, then narrows it by interpolating the
+    counts linearly (they fall smoothly with a), bisecting instead whenever an interpolated probe did
+    not halve the bracket. The answer does not depend on the hint, only the number of passes: about
+    6.5 on traces instead of bisection's 15."""
+    n = q.shape[0]
     lo, hi = -1, F16_INF  # invariant: count(lo) >= k (count(-1) = n), count(hi) < k (count(+inf) = 0)
     c_lo, c_hi = n, 0
     if 0 <= hint < F16_INF:
         step = 32
-        c = _count_above(p, in_cache, np.int16(hint), np.int16(_weighted_bound(LUT[hint], g)))
+        c = _count_greater(q, np.int16(hint))
         if c < k:
             hi, c_hi = hint, c
             while hi - lo > 1:  # gallop down
-                q = max(hi - step, lo + 1)
-                c = _count_above(p, in_cache, np.int16(q), np.int16(_weighted_bound(LUT[q], g)))
+                a = max(hi - step, lo + 1)
+                c = _count_greater(q, np.int16(a))
                 if c < k:
-                    hi, c_hi = q, c
+                    hi, c_hi = a, c
                     step *= 2
                 else:
-                    lo, c_lo = q, c
+                    lo, c_lo = a, c
                     break
         else:
             lo, c_lo = hint, c
             while hi - lo > 1:  # gallop up
-                q = min(lo + step, hi - 1)
-                c = _count_above(p, in_cache, np.int16(q), np.int16(_weighted_bound(LUT[q], g)))
+                a = min(lo + step, hi - 1)
+                c = _count_greater(q, np.int16(a))
                 if c >= k:
-                    lo, c_lo = q, c
+                    lo, c_lo = a, c
                     step *= 2
                 else:
-                    hi, c_hi = q, c
+                    hi, c_hi = a, c
                     break
     bisect = False
     while hi - lo > 1:
         width = hi - lo
         if bisect:
-            q = lo + width // 2
+            a = lo + width // 2
         else:  # where the line through (lo, c_lo), (hi, c_hi) crosses k - 1/2
-            q = lo + int((c_lo - k + 0.5) / (c_lo - c_hi) * width + 0.5)
-            q = min(max(q, lo + 1), hi - 1)
-        c = _count_above(p, in_cache, np.int16(q), np.int16(_weighted_bound(LUT[q], g)))
+            a = lo + int((c_lo - k + 0.5) / (c_lo - c_hi) * width + 0.5)
+            a = min(max(a, lo + 1), hi - 1)
+        c = _count_greater(q, np.int16(a))
         if c < k:
-            hi, c_hi = q, c
+            hi, c_hi = a, c
         else:
-            lo, c_lo = q, c
+            lo, c_lo = a, c
         bisect = not bisect and 2 * (hi - lo) > width
-    return hi, c_hi
+    return hi, c_hi, c_lo
 
 
 @njit(**NJIT)
-def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf, state):
+def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf, qbuf, state):
     """Top-k of the scores value * (1 if cached else g) (float32 products; g = 1: plain top-k), ties
-    to the lower index, for 0 < k < U, on the float16 patterns without converting them.
+    to the lower index, for 0 < k < U.
 
-    A cached unit scores above value(a) iff its pattern is > a; an uncached one iff its pattern is
-    > B(a) = _weighted_bound(value(a), g). Counting passes over the int16 patterns (16 lanes wide)
-    binary-search the least pattern a with fewer than k scores above value(a); the k-th largest score
-    then lies in (value(a - 1), value(a)]. The units scoring in that band (cached: pattern a;
-    uncached: patterns in (B(a - 1), B(a)]) are few; their exact scores are ranked by ``kth_key``.
-    ``state[2]`` holds the previous token's a, where the search starts, and receives this one's.
+    Every score is first rounded up onto the float16 grid (``_weighted_patterns``; with g = 1 the
+    patterns themselves): int16 keys q with ``score > value(a)`` exactly when ``q > a``. Counting
+    passes over q (16 lanes wide) find the least a with fewer than k scores above value(a); the k-th
+    largest score then lies in (value(a - 1), value(a)], and the units scoring in that band, those
+    with q == a, are few: their exact scores are ranked by ``kth_key``. ``state[2]`` holds the
+    previous token's a, where the search starts, and receives this one's; ``qbuf`` is int16[U]
+    scratch.
     """
     n = used.shape[0]
-    p = row.view(np.int16)  # patterns of non-negative values are < 0x8000
     g = np.float32(g)
-    a, c_hi = _least_pattern_below(p, in_cache, k, g, state[2])
+    if g == np.float32(1.0):
+        q = row.view(np.int16)  # patterns of non-negative values are < 0x8000
+        a, c_hi, c_lo = _kth_largest(q, k, state[2])
+    else:
+        q = qbuf[:n]
+        _weighted_patterns(row, g, in_cache, q, wbuf, False)
+        a, c_hi, c_lo = _kth_largest(q, k, state[2])
+        if a <= 0x400:  # the k-th largest score is below 2^-14: round the small ones exactly
+            _weighted_patterns(row, g, in_cache, q, wbuf, True)
+            a, c_hi, c_lo = _kth_largest(q, k, a)
     state[2] = a
-    b_hi = _weighted_bound(LUT[a], g)
-    b_lo = _weighted_bound(LUT[a - 1], g) if a > 0 else -1
     need = k - c_hi  # >= 1, taken from the band by (score desc, index asc)
-    # gather the band: cached units of pattern a, uncached ones of pattern in (b_lo, b_hi]
-    a16, lo16, hi16 = np.int16(a), np.int16(b_lo), np.int16(b_hi)
+    a16 = np.int16(a)
+    if need == c_lo - c_hi:  # the whole band is taken: no ranking inside it
+        for u in range(n):
+            used[u] = q[u] >= a16
+        return k
     for u in range(n):  # used = the band, for now
-        used[u] = (p[u] == a16) if in_cache[u] else ((p[u] > lo16) & (p[u] <= hi16))
+        used[u] = q[u] == a16
     nb = _positions(used, wbuf)
     # exact scores of the band as float32 bit patterns (order like the values); largest -> key 0
     f = keys.view(np.float32)
     top = np.uint32(0)
     for j in range(nb):
         u = wbuf[j]
-        f[j] = LUT[a] if in_cache[u] else np.float32(LUT[row[u]] * g)
+        f[j] = LUT[row[u]] if in_cache[u] else np.float32(LUT[row[u]] * g)
     for j in range(nb):
         top = max(top, keys[j])
     for j in range(nb):
@@ -401,14 +476,16 @@ def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf, state):
         wbuf[chosen] = wbuf[j]
         chosen += used[j]
     for u in range(n):
-        used[u] = p[u] > (a16 if in_cache[u] else hi16)
+        used[u] = q[u] > a16
     for j in range(chosen):
         used[wbuf[j]] = True
     return k
 
 
 @njit(**NJIT)
-def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, state):
+def select_units(
+    row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, qbuf, state
+):
     """Compute one token's selection for one kind into ``used`` (bool[U], overwritten).
 
     Args:
@@ -421,7 +498,7 @@ def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache
         fixed_n: the fixed_n largest raw values are exempt from re-weighting.
         approx_m: if > k, approximate selection: among the approx_m largest raw values take the cached
             units first (by value), then the uncached ones (by value).
-        keys: uint32[U], cand: int32[U], hist (see kth_key), wbuf: uint32[U] scratch.
+        keys: uint32[U], cand: int32[U], hist (see kth_key), wbuf: uint32[U], qbuf: int16[U] scratch.
         state: the kind's int64[STATE_SIZE]; ``state[2]`` carries the score threshold from token to
             token (a search hint: the selection does not depend on it).
     Returns:
@@ -442,7 +519,7 @@ def select_units(row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache
         used[:] = k > 0
         return n if k > 0 else 0
     if fixed_n <= 0 and (not aware or approx_m <= k):
-        return _select_weighted(row, k, gamma_t if aware else 1.0, in_cache, used, keys, cand, hist, wbuf, state)
+        return _select_weighted(row, k, gamma_t if aware else 1.0, in_cache, used, keys, cand, hist, wbuf, qbuf, state)
     if aware and approx_m <= k:
         # score = value * (1 if cached or exempt else gamma) in float32; its bit pattern orders like it
         if fixed_n > 0:
@@ -711,6 +788,7 @@ def replay_batch(
     cand = np.empty(n, np.int32)
     hist = np.empty(HIST_SIZE, np.int32)
     wbuf = np.empty(n, np.uint32)
+    qbuf = np.empty(n, np.int16)
     ckeys = np.empty(n, pw.dtype)
     cmark = np.zeros(n, np.bool_)
     dummy = np.empty(n, np.uint16)
@@ -721,7 +799,9 @@ def replay_batch(
         if gamma_warmup > 0 and t < gamma_warmup:
             g = 1.0 - (1.0 - gamma) * (t / gamma_warmup)
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, state)
+        m = select_units(
+            row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, qbuf, state
+        )
         out_used[i] = m
         out_hits[i] = cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist)
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
@@ -749,7 +829,9 @@ def mask_batch(scores, hmag, has_mass, mode, k, thr, n_units, out_idx, out_used,
     pos = 0
     for i in range(T):
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, state)
+        m = select_units(
+            row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, wbuf.view(np.int16), state
+        )
         out_used[i] = m
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
         for u in range(n_units):  # branch-free compaction: out_idx has n_units of slack
