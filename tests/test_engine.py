@@ -81,6 +81,16 @@ def test_kernels_equal_the_naive_reference_on_wide_layers():
         np.testing.assert_allclose(got["kept"], kept, rtol=1e-12)
 
 
+def test_use_counts_past_the_int16_range():
+    """From token 32,000 the use-count cut runs on int32 keys instead of int16: the same hits."""
+    rng = np.random.default_rng(4)
+    scores = _scores(rng, 32_300, 6, levels=5)
+    kw = dict(k=4, cap=2, policy="lfu", gamma=0.5)
+    got = simulate(scores, **kw)
+    _, hits, _, _ = _naive(scores, **kw)
+    assert got["hits"].tolist() == hits
+
+
 @pytest.mark.parametrize("policy", ["lfu", "lru"])
 def test_selections_larger_than_the_cache_over_many_tokens(policy):
     """Every selection exceeds the cache, for long enough that use counts spread: the cache keeps the

@@ -592,19 +592,30 @@ def _priority_keys(mask, n, count, last, next_use, pw, ckeys):
 
 @njit(**NJIT)
 def _at_most(key, v):
-    """How many ``key[u] <= v`` (int32 keys and v: one compare and one subtract per 8 lanes)."""
-    s = np.int32(0)
-    for u in range(key.shape[0]):
-        s = np.int32(s + np.int32(key[u] <= v))
-    return s
+    """How many ``key[u] <= v`` (v of the keys' type). int32 keys count in int32 (8 lanes); int16
+    keys in uint16 per chunk of 32768 (16 lanes)."""
+    n = key.shape[0]
+    if key.itemsize == 2:
+        s = 0
+        for c0 in range(0, n, 32768):
+            kc = key[c0 : min(c0 + 32768, n)]
+            acc = np.uint16(0)
+            for u in range(kc.shape[0]):
+                acc = np.uint16(acc + np.uint16(kc[u] <= v))
+            s += acc
+        return s
+    s32 = np.int32(0)
+    for u in range(n):
+        s32 = np.int32(s32 + np.int32(key[u] <= v))
+    return s32
 
 
 @njit(**NJIT)
 def _keep_most_used(used, m, r, count, by_count, in_cache, state, ukey):
     """``in_cache`` = the used units less the ``r`` of them with the lowest use count, ties to the
     lower index (all tied when not ``by_count``); ``m`` units are used. The count threshold is
-    searched by counting passes over ``ukey`` (int32[U] scratch: the count of a used unit, -1 for
-    the others; counts of used units are >= 1),
+    searched by counting passes over ``ukey`` (scratch, int16[U] while counts fit, else int32[U]:
+    the count of a used unit, -1 for the others; counts of used units are >= 1),
     galloping from the previous token's (``state[1]``): use counts grow by at most one a token, so it
     is rarely more than a step or two away."""
     n = used.shape[0]
@@ -617,35 +628,36 @@ def _keep_most_used(used, m, r, count, by_count, in_cache, state, ukey):
         in_cache[: pos + 1] = False
         in_cache[pos + 1 :] = used[pos + 1 :]
         return
+    kt = ukey.dtype.type
     for u in range(n):
-        ukey[u] = count[u] if used[u] else np.int32(-1)
+        ukey[u] = kt(count[u]) if used[u] else kt(-1)
     unused = n - m  # at_most(v) of the used units = _at_most(ukey, v) - unused, for v >= -1
     # v = the least count with at_most(v) >= r: the r-th smallest count among the used units;
     # invariant: at_most(lo) = below < r <= at_most(hi)
-    v = np.int32(max(state[1], 0))
+    v = kt(max(state[1], 0))
     c = _at_most(ukey, v) - unused
     if c >= r:
         hi, step = v, 1
-        lo, below = np.int32(-1), 0  # at_most(-1) = 0
+        lo, below = kt(-1), 0  # at_most(-1) = 0
         while hi - step >= 0:
-            c = _at_most(ukey, np.int32(hi - step)) - unused
+            c = _at_most(ukey, kt(hi - step)) - unused
             if c < r:
-                lo, below = np.int32(hi - step), c
+                lo, below = kt(hi - step), c
                 break
-            hi = np.int32(hi - step)
+            hi = kt(hi - step)
             step *= 2
     else:
         lo, below, step = v, c, 1
-        hi = np.int32(lo + step)
+        hi = kt(lo + step)
         while True:  # ends: at_most(the largest count) = m >= r
             c = _at_most(ukey, hi) - unused
             if c >= r:
                 break
             lo, below = hi, c
             step *= 2
-            hi = np.int32(lo + step)
+            hi = kt(lo + step)
     while hi - lo > 1:
-        mid = np.int32(lo + (hi - lo) // 2)
+        mid = kt(lo + (hi - lo) // 2)
         c = _at_most(ukey, mid) - unused
         if c >= r:
             hi = mid
@@ -662,22 +674,23 @@ def _keep_most_used(used, m, r, count, by_count, in_cache, state, ukey):
 
 
 @njit(**NJIT)
-def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist):
+def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, sbuf):
     """Account one token's selection ``used`` (bool[U], m units) against one cache, then update it.
 
     ``pw`` is the policy's priority: ``pw[:3] . (count, last, next_use)``, higher is kept, and
-    ``pw[3]`` a bound on its magnitude (see ``priority_weights``). ``next_use`` must already hold the next-use times of this token's units
-    when the policy needs them. ``state`` (int64[STATE_SIZE]) = (occupancy, the last count threshold). ``ckeys`` (pw's dtype, [U]),
-    ``cmark`` (bool[U]), ``cand`` (int32[U]) and ``hist`` are scratch. Returns the number of hits.
+    ``pw[3]`` a bound on its magnitude (see ``priority_weights``). ``next_use`` must already hold the
+    next-use times of this token's units when the policy needs them. ``state`` (int64[STATE_SIZE]):
+    see the module docstring. ``ckeys`` (pw's dtype, [U]), ``cmark`` (bool[U]), ``cand`` (int32[U]),
+    ``hist`` and ``sbuf`` (int16[U]) are scratch. Returns the number of hits.
     """
     n = used.shape[0]
     hits = np.int32(0)
-    for u in range(n):  # one array written per loop, so that each loop vectorises
-        hits = np.int32(hits + np.int32(used[u] & in_cache[u]))
+    tl = last.dtype.type(t)  # t at last's width: a wider operand would halve the lanes
     for u in range(n):
-        count[u] += used[u]
-    for u in range(n):
-        last[u] = t if used[u] else last[u]
+        x = used[u]
+        hits = np.int32(hits + np.int32(x & in_cache[u]))
+        count[u] = count.dtype.type(count[u] + x)
+        last[u] = tl if x else last[u]
     if cap <= 0:
         return hits
     occ = state[0]
@@ -685,7 +698,10 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
         # the cache keeps the `cap` selected units of highest priority; the rest streams past it
         if pw[2] == 0 and pw[0] >= 0:
             # all of them were last used now: the priority order among them is the use count's
-            _keep_most_used(used, m, m - cap, count, pw[0] > 0, in_cache, state, cand)
+            if t < 32000:  # every count <= t + 1 fits int16: counting passes twice as wide
+                _keep_most_used(used, m, m - cap, count, pw[0] > 0, in_cache, state, sbuf)
+            else:
+                _keep_most_used(used, m, m - cap, count, pw[0] > 0, in_cache, state, cand)
             state[0] = cap
             return hits
         nbits = _priority_keys(used, n, count, last, next_use, pw, ckeys)
@@ -803,7 +819,9 @@ def replay_batch(
             row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, qbuf, state
         )
         out_used[i] = m
-        out_hits[i] = cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist)
+        out_hits[i] = cache_step(
+            used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, qbuf
+        )
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
         if keep_masks:
             out_mask[i, :] = used
@@ -866,6 +884,7 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
     ckeys = np.empty(n, pw.dtype)
     hist = np.empty(HIST_SIZE, np.int32)
     cmark = np.zeros(n, np.bool_)
+    sbuf = np.empty(n, np.int16)
     for t in range(T):
         a0, a1 = ptr[t], ptr[t + 1]
         for a in range(a0, a1):
@@ -873,7 +892,7 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
             used[u] = True
             next_use[u] = nxt[a]
         out_hits[t] = cache_step(
-            used, a1 - a0, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist
+            used, a1 - a0, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, sbuf
         )
         for a in range(a0, a1):
             used[idx[a]] = False
