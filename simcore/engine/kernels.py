@@ -611,13 +611,60 @@ def _at_most(key, v):
 
 
 @njit(**NJIT)
+def _drop_smallest(ukey, unused, r, floor, in_cache, state):
+    """``in_cache`` = the units whose key is above ``floor`` less the ``r`` of them with the smallest
+    keys, ties to the lower index; ``unused`` keys equal ``floor`` (the units not used), the others
+    are above it. The threshold key is searched by counting passes over ``ukey`` (int16 or int32),
+    galloping from the previous token's (``state[1]``): use counts grow by at most one a token and
+    next uses move little, so it is rarely more than a few steps away."""
+    kt = ukey.dtype.type
+    # v = the least key with at_most(v) >= r, at_most(v) = used units with key <= v
+    #   = _at_most(ukey, v) - unused for v >= floor; invariant: at_most(lo) = below < r <= at_most(hi)
+    v = kt(max(state[1], floor + 1))
+    c = _at_most(ukey, v) - unused
+    if c >= r:
+        hi, step = v, 1
+        lo, below = kt(floor), 0  # at_most(floor) = 0
+        while hi - step > floor:
+            c = _at_most(ukey, kt(hi - step)) - unused
+            if c < r:
+                lo, below = kt(hi - step), c
+                break
+            hi = kt(hi - step)
+            step *= 2
+    else:
+        lo, below, step = v, c, 1
+        hi = kt(lo + step)
+        while True:  # ends: at_most(the largest key) = every used unit >= r
+            c = _at_most(ukey, hi) - unused
+            if c >= r:
+                break
+            lo, below = hi, c
+            step *= 2
+            hi = kt(min(np.int64(lo) + step, np.iinfo(ukey.dtype).max))
+    while hi - lo > 1:
+        mid = kt(lo + (hi - lo) // 2)
+        c = _at_most(ukey, mid) - unused
+        if c >= r:
+            hi = mid
+        else:
+            lo, below = mid, c
+    v = hi
+    state[1] = v
+    pos = _nth_equal(ukey, v, r - below)  # the last one dropped at key v
+    for u in range(ukey.shape[0]):
+        in_cache[u] = ukey[u] > v  # v > floor: no unused unit
+    ic, uk = in_cache[pos + 1 :], ukey[pos + 1 :]
+    for u in range(ic.shape[0]):
+        ic[u] |= uk[u] == v
+
+
+@njit(**NJIT)
 def _keep_most_used(used, m, r, count, by_count, in_cache, state, ukey):
     """``in_cache`` = the used units less the ``r`` of them with the lowest use count, ties to the
-    lower index (all tied when not ``by_count``); ``m`` units are used. The count threshold is
-    searched by counting passes over ``ukey`` (scratch, int16[U] while counts fit, else int32[U]:
-    the count of a used unit, -1 for the others; counts of used units are >= 1),
-    galloping from the previous token's (``state[1]``): use counts grow by at most one a token, so it
-    is rarely more than a step or two away."""
+    lower index (all tied when not ``by_count``); ``m`` units are used. ``ukey`` (int16[U] while
+    counts fit, else int32[U]) is scratch for the keys: the count of a used unit (>= 1), -1 for the
+    others."""
     n = used.shape[0]
     if r <= 0:
         for u in range(n):
@@ -631,46 +678,23 @@ def _keep_most_used(used, m, r, count, by_count, in_cache, state, ukey):
     kt = ukey.dtype.type
     for u in range(n):
         ukey[u] = kt(count[u]) if used[u] else kt(-1)
-    unused = n - m  # at_most(v) of the used units = _at_most(ukey, v) - unused, for v >= -1
-    # v = the least count with at_most(v) >= r: the r-th smallest count among the used units;
-    # invariant: at_most(lo) = below < r <= at_most(hi)
-    v = kt(max(state[1], 0))
-    c = _at_most(ukey, v) - unused
-    if c >= r:
-        hi, step = v, 1
-        lo, below = kt(-1), 0  # at_most(-1) = 0
-        while hi - step >= 0:
-            c = _at_most(ukey, kt(hi - step)) - unused
-            if c < r:
-                lo, below = kt(hi - step), c
-                break
-            hi = kt(hi - step)
-            step *= 2
-    else:
-        lo, below, step = v, c, 1
-        hi = kt(lo + step)
-        while True:  # ends: at_most(the largest count) = m >= r
-            c = _at_most(ukey, hi) - unused
-            if c >= r:
-                break
-            lo, below = hi, c
-            step *= 2
-            hi = kt(lo + step)
-    while hi - lo > 1:
-        mid = kt(lo + (hi - lo) // 2)
-        c = _at_most(ukey, mid) - unused
-        if c >= r:
-            hi = mid
-        else:
-            lo, below = mid, c
-    v = hi
-    state[1] = v
-    pos = _nth_equal(ukey, v, r - below)  # the last one dropped at count v
+    _drop_smallest(ukey, n - m, r, kt(-1), in_cache, state)
+
+
+@njit(**NJIT)
+def _keep_soonest_used(used, m, r, next_use, in_cache, state, ukey):
+    """``in_cache`` = the used units less the ``r`` of them used again last (Belady), ties to the lower
+    index; ``ukey`` (int32[U]) is scratch for the keys: minus the next use of a used unit, the
+    int32 minimum for the others."""
+    n = used.shape[0]
+    if r <= 0:
+        for u in range(n):
+            in_cache[u] = used[u]
+        return
+    floor = np.int32(-(2**31))
     for u in range(n):
-        in_cache[u] = ukey[u] > v  # v >= 0: no unused unit
-    ic, uk = in_cache[pos + 1 :], ukey[pos + 1 :]
-    for u in range(ic.shape[0]):
-        ic[u] |= uk[u] == v
+        ukey[u] = np.int32(np.int32(0) - next_use[u]) if used[u] else floor
+    _drop_smallest(ukey, n - m, r, floor, in_cache, state)
 
 
 @njit(**NJIT)
@@ -702,6 +726,10 @@ def cache_step(used, m, t, cap, in_cache, count, last, next_use, state, pw, ckey
                 _keep_most_used(used, m, m - cap, count, pw[0] > 0, in_cache, state, sbuf)
             else:
                 _keep_most_used(used, m, m - cap, count, pw[0] > 0, in_cache, state, cand)
+            state[0] = cap
+            return hits
+        if pw[0] == 0 and pw[1] == 0 and pw[2] < 0:  # Belady: the soonest next uses stay
+            _keep_soonest_used(used, m, m - cap, next_use, in_cache, state, cand)
             state[0] = cap
             return hits
         nbits = _priority_keys(used, n, count, last, next_use, pw, ckeys)
@@ -866,10 +894,12 @@ def next_use_times(idx, ptr, n_units):
     nxt = np.empty(idx.shape[0], np.int32)
     seen = np.full(n_units, T, np.int32)
     for t in range(T - 1, -1, -1):
-        for a in range(ptr[t], ptr[t + 1]):
-            u = idx[a]
-            nxt[a] = seen[u]
-            seen[u] = t
+        it, nt = idx[ptr[t] : ptr[t + 1]], nxt[ptr[t] : ptr[t + 1]]  # loops from 0 (module docstring)
+        tt = np.int32(t)
+        for a in range(it.shape[0]):
+            u = it[a]
+            nt[a] = seen[u]
+            seen[u] = tt
     return nxt
 
 
@@ -886,16 +916,16 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
     cmark = np.zeros(n, np.bool_)
     sbuf = np.empty(n, np.int16)
     for t in range(T):
-        a0, a1 = ptr[t], ptr[t + 1]
-        for a in range(a0, a1):
-            u = idx[a]
+        it, nt = idx[ptr[t] : ptr[t + 1]], nxt[ptr[t] : ptr[t + 1]]  # loops from 0 (module docstring)
+        for a in range(it.shape[0]):
+            u = it[a]
             used[u] = True
-            next_use[u] = nxt[a]
+            next_use[u] = nt[a]
         out_hits[t] = cache_step(
-            used, a1 - a0, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, sbuf
+            used, it.shape[0], t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, sbuf
         )
-        for a in range(a0, a1):
-            used[idx[a]] = False
+        for a in range(it.shape[0]):
+            used[it[a]] = False
 
 
 @njit(**NJIT)

@@ -402,6 +402,8 @@ class KindSim:
         self.used, self.hits = np.zeros(T, np.int32), np.zeros(T, np.int32)
         self.kept, self.tot = np.zeros(T), np.zeros(T)
         self._masks: list[np.ndarray] = []
+        self._idx_all: np.ndarray | None = None  # top-k masks of policies that need the future
+        self._n_idx = 0
 
     @classmethod
     def for_kind(cls, kind, cap: int, fraction: float, T: int, cfg: ReplayConfig, policy, thr: float = 0.0) -> KindSim:
@@ -440,7 +442,12 @@ class KindSim:
         hm = hmag.view(np.uint16) if self.mass else np.empty((0, 0), np.uint16)
         sl = slice(t0, t0 + nb)
         if self.future:
-            idx = np.empty(nb * (self.k if self.mode == K.MODE_TOPK else self.n) + self.n, np.int32)
+            if self.mode == K.MODE_TOPK:  # k a token: one buffer for the whole trace, filled in place
+                if self._idx_all is None:
+                    self._idx_all = np.empty(self.T * min(max(self.k, 0), self.n) + self.n, np.int32)
+                idx = self._idx_all[self._n_idx :]
+            else:
+                idx = np.empty(nb * self.n + self.n, np.int32)
             n_idx = K.mask_batch(
                 scores,
                 hm,
@@ -454,7 +461,10 @@ class KindSim:
                 self.kept[sl],
                 self.tot[sl],
             )
-            self._masks.append(idx[:n_idx])  # a view: concatenated once in finish_masks
+            if self._idx_all is not None:
+                self._n_idx += n_idx
+            else:
+                self._masks.append(idx[:n_idx])  # a view: concatenated once in finish_masks
             if masks is not None:
                 masks[:] = False
                 masks[np.repeat(np.arange(nb), self.used[sl]), idx[:n_idx]] = True
@@ -508,11 +518,13 @@ class KindSim:
     def finish_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Collect the masks fed so far (policies with future knowledge collect instead of caching) as
         CSR ``self.idx`` / ``self.ptr``; returns (used, hits, kept, tot)."""
-        if self._masks or not hasattr(self, "idx"):
+        if self._idx_all is not None:
+            self.idx = self._idx_all[: self._n_idx]
+        elif self._masks or not hasattr(self, "idx"):
             self.idx = np.concatenate(self._masks) if self._masks else np.empty(0, np.int32)
             self._masks = []
-            self.ptr = np.zeros(self.T + 1, np.int64)
-            np.cumsum(self.used, out=self.ptr[1:])
+        self.ptr = np.zeros(self.T + 1, np.int64)
+        np.cumsum(self.used, out=self.ptr[1:])
         return self.used, self.hits, self.kept, self.tot
 
     def hits_at(self, caps: np.ndarray, policy) -> np.ndarray:
