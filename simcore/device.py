@@ -82,6 +82,17 @@ def load_device(name_or_path: str | Path) -> Device:
             )
     if not p.is_file():
         raise ConfigError(f"device file {p} does not exist")
+    st = p.stat()
+    key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _LOADED:  # a sweep asks for the same profile once per configuration
+        _LOADED[key] = _parse_device(p)
+    return _LOADED[key].model_copy()
+
+
+_LOADED: dict[tuple, Device] = {}
+
+
+def _parse_device(p: Path) -> Device:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:

@@ -929,40 +929,264 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
 
 
 @njit(**NJIT)
-def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
-    """LRU hits of precomputed selections (CSR ``idx``/``ptr``, ascending per token) at every capacity in
-    ``caps`` (int64[B]) at once: ``out_hits`` int32[B, T].
+def _count_equal2(a, b, v):
+    """(how many ``a[p] == v``, how many ``b[p] == v``) over two int32 arrays of one length."""
+    c = np.int32(0)
+    d = np.int32(0)
+    for p in range(a.shape[0]):
+        c = np.int32(c + np.int32(a[p] == v))
+        d = np.int32(d + np.int32(b[p] == v))
+    return c, d
+
+
+@njit(**NJIT)
+def _max_below(a, v):
+    """The largest ``a[p] < v``, or -1 (a: int32 >= -1)."""
+    m = np.int32(-1)
+    for p in range(a.shape[0]):
+        x = a[p]
+        m = max(m, x if x < v else np.int32(-1))
+    return m
+
+
+@njit(**NJIT)
+def _chunk_counts(a, b, v, ca, cb):
+    """``ca[c]``, ``cb[c]`` = how many ``a == v``, ``b == v`` in chunk c of CHUNK elements (the last,
+    shorter one included). The inner loop has a constant trip count, so it compiles to straight
+    vector code without the per-chunk set-up that a loop over a variable slice costs."""
+    n = a.shape[0]
+    nc = n // CHUNK
+    for c in range(nc):
+        ac, bc = a[c * CHUNK : c * CHUNK + CHUNK], b[c * CHUNK : c * CHUNK + CHUNK]
+        x = np.int32(0)
+        y = np.int32(0)
+        for j in range(CHUNK):
+            x = np.int32(x + np.int32(ac[j] == v))
+            y = np.int32(y + np.int32(bc[j] == v))
+        ca[c] = x
+        cb[c] = y
+    at, bt = a[nc * CHUNK :], b[nc * CHUNK :]
+    x = np.int32(0)
+    y = np.int32(0)
+    for j in range(at.shape[0]):
+        x = np.int32(x + np.int32(at[j] == v))
+        y = np.int32(y + np.int32(bt[j] == v))
+    ca[nc] = x
+    cb[nc] = y
+
+
+@njit(**NJIT)
+def _lru_group(last, ulast, s, ranks, nr, pos, before, ccount):
+    """One recency group: the units whose last use is token ``s``. For each of the ``nr`` ascending
+    ranks j in ``ranks``, ``pos`` receives the position of the j-th unit of the group (in index order)
+    and ``before`` how many of this token's units (``ulast == s``) lie before it. Returns how many of
+    this token's units are in the group. One vectorised pass of per-chunk counts (``ccount``: int32
+    [2, U // CHUNK + 1] scratch), then a scalar scan only inside the chunks where a rank falls."""
+    n = last.shape[0]
+    if nr == 0:
+        return _equal_in(ulast, s)
+    _chunk_counts(last, ulast, s, ccount[0], ccount[1])
+    seen = 0
+    useen = 0
+    ri = 0
+    for c in range(n // CHUNK + 1):
+        if ri >= nr or seen + ccount[0, c] < ranks[ri]:
+            seen += ccount[0, c]
+            useen += ccount[1, c]
+            continue
+        lc, uc = last[c * CHUNK : min(c * CHUNK + CHUNK, n)], ulast[c * CHUNK : min(c * CHUNK + CHUNK, n)]
+        for p in range(lc.shape[0]):
+            if lc[p] == s:
+                seen += 1
+                while ri < nr and ranks[ri] == seen:
+                    pos[ri] = c * CHUNK + p
+                    before[ri] = useen
+                    ri += 1
+            useen += uc[p] == s
+    return useen
+
+
+@njit(**NJIT)
+def _lru_deep(last, ulast, t, c, hint, ranks, pos, before, ccount):
+    """Hits of this token at one capacity ``c`` (less than the units used so far) whose cache reaches
+    past the newest groups: the group s holding its boundary is the largest s with at least c units
+    last used at s or later, searched by counting passes galloping from ``hint`` (the previous
+    token's s for this capacity). Returns (hits, s)."""
+    n = last.shape[0]
+    # at_least(s) = n - _at_most(last, s - 1): non-increasing in s; at_least(0) >= c > at_least(t) = 0
+    lo, hi = 0, t
+    h = min(max(hint, 0), t - 1)
+    if n - _at_most(last, np.int32(h - 1)) >= c:
+        lo, step = h, 1
+        while lo + step < hi:
+            if n - _at_most(last, np.int32(lo + step - 1)) >= c:
+                lo = lo + step
+                step *= 2
+            else:
+                hi = lo + step
+                break
+    else:
+        hi, step = h, 1
+        while hi - step > lo:
+            if n - _at_most(last, np.int32(hi - step - 1)) >= c:
+                lo = hi - step
+                break
+            hi = hi - step
+            step *= 2
+    while hi - lo > 1:
+        mid = lo + (hi - lo) // 2
+        if n - _at_most(last, np.int32(mid - 1)) >= c:
+            lo = mid
+        else:
+            hi = mid
+    s = np.int32(lo)
+    newer = n - _at_most(last, s)  # units last used after s
+    g = _equal_in(last, s)
+    ranks[0] = g - (c - newer) + 1
+    inside = _lru_group(last, ulast, s, ranks, 1, pos, before, ccount)
+    above = n - _at_most(ulast, s)  # this token's units last used after s
+    return above + inside - before[0], lo
+
+
+@njit(**NJIT)
+def lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, lstate, out_col):
+    """LRU hits of one token's selection ``used`` (bool[U]) at every capacity at once, then the
+    recency update. ``last`` (int32[U]): each unit's last-use token, -1 if never used; ``ulast``
+    (int32[U]) scratch; ``caps_sorted`` (int64[B], ascending) and ``order`` (its argsort) give
+    ``out_col[order[b]]`` = the hits at capacity ``caps_sorted[b]``; ``scratch`` int64[3, B] and
+    ``ccount`` int32[2, U // CHUNK + 1] are scratch; ``lstate`` int64[B + 1] carries, from token to
+    token, each capacity's boundary group (a search hint) and the number of units used so far.
 
     LRU under simcore's rules is a stack algorithm: the cache of capacity C always holds the C units
-    of largest (last use, unit index) — a token's units enter together, the higher index more recent,
-    and a selection larger than C keeps its C highest indices. So one recency stack serves every C:
-    the hits at C are the token's units among the top C of the stack before it. One pass over the
-    stack per token, whatever B is."""
+    of largest (last use, unit index) (a token's units enter together, the higher index more recent,
+    and a selection larger than C keeps its C highest indices). So the caches of all capacities are
+    read off the recency groups, newest first: a capacity inside group s holds every unit of the
+    newer groups and the group's highest indices. The newest few groups are walked with a pass or
+    two each, whatever the number of capacities; a capacity reaching further back finds its group
+    by a galloping search, so no token costs more than a few dozen passes."""
+    n = used.shape[0]
+    B = caps_sorted.shape[0]
+    for u in range(n):
+        ulast[u] = last[u] if used[u] else np.int32(-2)
+    ever = lstate[B]
+    ranks, pos, before = scratch[0], scratch[1], scratch[2]
+    bi = 0
+    while bi < B and caps_sorted[bi] <= 0:
+        out_col[order[bi]] = 0
+        bi += 1
+    cum = 0  # units in the groups newer than s
+    above = 0  # this token's units among them
+    s = np.int32(t)
+    walked = 0
+    while bi < B and caps_sorted[bi] < ever and walked < 4:
+        s_next = np.int32(s - 1)
+        g = _equal_in(last, s_next) if s_next >= 0 else 0
+        if g == 0:
+            s_next = _max_below(last, s)
+            g = _equal_in(last, s_next)  # s_next >= 0: some unit is older (cum < ever)
+        nr = 0
+        while bi + nr < B and caps_sorted[bi + nr] <= cum + g:
+            nr += 1
+        for j in range(nr):  # rank (in index order) of the lowest unit each capacity keeps; ascending
+            ranks[j] = g - (caps_sorted[bi + nr - 1 - j] - cum) + 1
+        inside = _lru_group(last, ulast, s_next, ranks, nr, pos, before, ccount)
+        for j in range(nr):
+            out_col[order[bi + nr - 1 - j]] = above + inside - before[j]
+            lstate[bi + nr - 1 - j] = s_next
+        above += inside
+        cum += g
+        bi += nr
+        s = s_next
+        walked += 1
+    everything = -1  # this token's units used before: the hits of a cache holding every unit
+    while bi < B:
+        if caps_sorted[bi] >= ever:
+            if everything < 0:
+                everything = n - _at_most(ulast, np.int32(-1))
+            out_col[order[bi]] = everything
+        else:
+            out_col[order[bi]], lstate[bi] = _lru_deep(
+                last, ulast, t, caps_sorted[bi], lstate[bi], ranks, pos, before, ccount
+            )
+        bi += 1
+    lstate[B] = ever + _equal_in(ulast, np.int32(-1))  # units used for the first time now
+    tl = np.int32(t)
+    for u in range(n):
+        last[u] = tl if used[u] else last[u]
+
+
+@njit(**NJIT)
+def lru_multi_batch(
+    scores,
+    hmag,
+    has_mass,
+    mode,
+    k,
+    thr,
+    n_units,
+    caps_sorted,
+    order,
+    last,
+    lstate,
+    t0,
+    out_used,
+    out_hits,
+    out_kept,
+    out_tot,
+):
+    """A batch of tokens of one (layer, kind) under LRU at several capacities at once, for masks that
+    do not depend on the cache: each token's selection (as ``mask_batch``) goes straight into
+    ``lru_multi_step``, with no index list in between. ``last`` (int32[U]) and ``lstate``
+    (int64[B + 1]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b] (row b: capacity ``caps_sorted[b']`` with
+    ``order[b'] = b``); the other outputs as in ``replay_batch``."""
+    T = scores.shape[0]
+    B = caps_sorted.shape[0]
+    used = np.zeros(n_units, np.bool_)
+    keys = np.empty(n_units, np.uint32)
+    cand = np.empty(n_units, np.int32)
+    hist = np.empty(HIST_SIZE, np.int32)
+    wbuf = np.empty(n_units, np.uint32)
+    qbuf = np.empty(n_units, np.int16)
+    in_cache = np.zeros(n_units, np.bool_)  # the masks do not look at it
+    state = np.zeros(STATE_SIZE, np.int64)  # only the selection's search hint
+    dummy = np.empty(n_units, np.uint16)
+    ulast = np.empty(n_units, np.int32)
+    scratch = np.empty((3, B), np.int64)
+    ccount = np.empty((2, n_units // CHUNK + 1), np.int32)
+    col = np.empty(B, np.int64)
+    pthr = f16_pattern_at_most(thr)
+    for i in range(T):
+        row = scores[i] if mode != MODE_ALL else dummy
+        out_used[i] = select_units(
+            row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, qbuf, state
+        )
+        _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
+        lru_multi_step(used, t0 + i, last, ulast, caps_sorted, order, scratch, ccount, lstate, col)
+        for b in range(B):
+            out_hits[b, i] = col[b]
+
+
+@njit(**NJIT)
+def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
+    """LRU hits of precomputed selections (CSR ``idx``/``ptr``) at every capacity in ``caps``
+    (int64[B]) at once: ``out_hits`` int32[B, T]. See ``lru_multi_step``."""
     T = ptr.shape[0] - 1
     B = caps.shape[0]
-    stack = np.empty(n_units, np.int32)
-    fresh = np.empty(n_units, np.int32)
-    prefix = np.zeros(n_units + 1, np.int64)  # prefix[i]: this token's units among the top i
-    stamp = np.full(n_units, -1, np.int64)  # stamp[u] == t: u is used at token t (no clearing pass)
-    size = 0
+    order = np.argsort(caps, kind="mergesort")
+    caps_sorted = caps[order]
+    last = np.full(n_units, -1, np.int32)
+    ulast = np.empty(n_units, np.int32)
+    used = np.zeros(n_units, np.bool_)
+    scratch = np.empty((3, B), np.int64)
+    ccount = np.empty((2, n_units // CHUNK + 1), np.int32)
+    lstate = np.zeros(B + 1, np.int64)
+    col = np.empty(B, np.int64)
     for t in range(T):
-        a0, a1 = ptr[t], ptr[t + 1]
-        # new stack: this token's units, highest index first, then the others in their order
-        w = 0
-        for a in range(a1 - 1, a0 - 1, -1):
-            u = idx[a]
-            stamp[u] = t
-            fresh[w] = u
-            w += 1
-        running = 0
-        for i in range(size):
-            v = stack[i]
-            x = stamp[v] == t
-            running += x
-            prefix[i + 1] = running
-            fresh[w] = v
-            w += x ^ True
+        it = idx[ptr[t] : ptr[t + 1]]
+        for a in range(it.shape[0]):
+            used[it[a]] = True
+        lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, lstate, col)
         for b in range(B):
-            out_hits[b, t] = prefix[min(caps[b], size)]
-        size = w
-        stack, fresh = fresh, stack
+            out_hits[b, t] = col[b]
+        for a in range(it.shape[0]):
+            used[it[a]] = False

@@ -342,6 +342,10 @@ def summarise_layers(
 def _replay_layer_shared(reader, layer, T, selection, mems: list[MemoryPlan], cfg: ReplayConfig, policy, bar):
     """One layer at several capacities over masks computed once (cache-independent masks only).
     Returns per kind (used (T,), hits (B, T), kept (T,), tot (T,))."""
+    if policy is policies.load("lru"):  # one recency state serves every capacity, fed token by token
+        caps = [np.array([mem.kinds[ki].capacity for mem in mems], np.int64) for ki in range(len(selection.kinds))]
+        sims = _layer_sims(reader, layer, T, selection, mems[0], cfg, policy, bar, caps)
+        return [(sim.used, sim.hits_multi, sim.kept, sim.tot) for sim in sims]
     sims = _layer_sims(reader, layer, T, selection, mems[0], cfg, "belady", bar)  # mask collection only
     out = []
     for ki, sim in enumerate(sims):
@@ -384,6 +388,7 @@ class KindSim:
         fixed_top_n: int = 0,
         approx_m: int = 0,
         mass: bool = False,
+        caps: np.ndarray | None = None,
     ):
         pol = policies.load(policy) if isinstance(policy, str) else policy
         cap = 0 if getattr(pol, "NO_CACHE", False) else min(cap, n_units)
@@ -404,9 +409,21 @@ class KindSim:
         self._masks: list[np.ndarray] = []
         self._idx_all: np.ndarray | None = None  # top-k masks of policies that need the future
         self._n_idx = 0
+        self.caps = None
+        if caps is not None:  # LRU at several capacities at once (cache-independent masks)
+            if pol is not policies.load("lru") or (aware and (gamma < 1 or approx_m > k)):
+                raise ConfigError("several capacities at once need LRU and masks that do not depend on the cache")
+            self.caps = np.minimum(np.asarray(caps, np.int64), n_units)
+            self._order = np.argsort(self.caps, kind="mergesort")
+            self._caps_sorted = np.ascontiguousarray(self.caps[self._order])
+            self.hits_multi = np.zeros((len(self.caps), T), np.int32)
+            self._last_multi = np.full(n_units, -1, np.int32)
+            self._lstate_multi = np.zeros(len(self.caps) + 1, np.int64)
 
     @classmethod
-    def for_kind(cls, kind, cap: int, fraction: float, T: int, cfg: ReplayConfig, policy, thr: float = 0.0) -> KindSim:
+    def for_kind(
+        cls, kind, cap: int, fraction: float, T: int, cfg: ReplayConfig, policy, thr: float = 0.0, caps=None
+    ) -> KindSim:
         """The KindSim of one unit kind (a KindSpec) selecting ``fraction`` of its units under ``cfg``'s
         masking options: the one place replay and eval turn a configuration into a simulation."""
         k = int(round(fraction * kind.n_units))
@@ -425,6 +442,7 @@ class KindSim:
             fixed_top_n=cfg.fixed_top_n,
             approx_m=approx,
             mass=kind.mass,
+            caps=caps,
         )
 
     def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int, masks: np.ndarray | None = None) -> None:
@@ -441,7 +459,28 @@ class KindSim:
         scores = scores.view(np.uint16)
         hm = hmag.view(np.uint16) if self.mass else np.empty((0, 0), np.uint16)
         sl = slice(t0, t0 + nb)
-        if self.future:
+        if self.caps is not None:
+            hits = np.empty((len(self.caps), nb), np.int32)
+            K.lru_multi_batch(
+                scores,
+                hm,
+                self.mass,
+                self.mode,
+                self.k,
+                self.thr,
+                self.n,
+                self._caps_sorted,
+                self._order,
+                self._last_multi,
+                self._lstate_multi,
+                t0,
+                self.used[sl],
+                hits,
+                self.kept[sl],
+                self.tot[sl],
+            )
+            self.hits_multi[:, sl] = hits
+        elif self.future:
             if self.mode == K.MODE_TOPK:  # k a token: one buffer for the whole trace, filled in place
                 if self._idx_all is None:
                     self._idx_all = np.empty(self.T * min(max(self.k, 0), self.n) + self.n, np.int32)
@@ -603,11 +642,15 @@ def simulate(
     return {"used": used, "hits": hits, "kept": kept, "tot": tot}
 
 
-def _layer_sims(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar) -> list[KindSim]:
-    """Feed tokens [0, T) of one layer to one KindSim per kind and return them (not yet finished)."""
+def _layer_sims(
+    reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar, caps: list | None = None
+) -> list[KindSim]:
+    """Feed tokens [0, T) of one layer to one KindSim per kind and return them (not yet finished);
+    ``caps``, per kind, turns them into several-capacity LRU simulations."""
     kinds = selection.kinds
     columns = sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set()))
     read = tuple(columns) or ("token_id",)  # dense reads no magnitudes, only the row count
+    caps = caps or [None] * len(kinds)
     sims = [
         KindSim.for_kind(
             kind,
@@ -617,8 +660,9 @@ def _layer_sims(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig,
             cfg,
             policy,
             _thresholds(reader, layer, kind.score, frac, cfg.cats_calib_tokens) if kind.mode == "threshold" else 0.0,
+            caps=c,
         )
-        for kind, kp, frac in zip(kinds, mem.kinds, selection.fractions)
+        for kind, kp, frac, c in zip(kinds, mem.kinds, selection.fractions, caps)
     ]
     t0 = 0
     for batch in reader.iter_layer(layer, read, batch_tokens=cfg.batch_tokens):

@@ -10,6 +10,7 @@ token does not use (ties: lower unit index first).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from types import ModuleType
@@ -17,12 +18,18 @@ from types import ModuleType
 from simcore.errors import ConfigError
 
 
+@functools.cache
+def _names() -> tuple[str, ...]:
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)))
+
+
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__))
+    """Names of the policies (the modules of this package); read once per process."""
+    return list(_names())
 
 
 def load(name: str) -> ModuleType:
     """The policy module called ``name``."""
-    if name not in available():
+    if name not in _names():
         raise ConfigError(f"unknown policy {name!r}; choose one of: {', '.join(available())}")
     return importlib.import_module(f"simcore.policies.{name}")
