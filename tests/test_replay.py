@@ -290,6 +290,32 @@ def test_lru_recency_stack_equals_one_cache_per_capacity():
             assert got[b].tolist() == simulate(scores, k, int(cap), "lru")["hits"].tolist()
 
 
+def test_lru_at_many_capacities_equals_one_cache_each_over_long_traces():
+    """Small selections and large caches over up to 300 tokens: capacities whose cache reaches back
+    through many recency groups (the walk, then the galloping search), empty groups, capacities
+    above every unit used so far; from collected masks and fed token by token."""
+    from simcore.engine import kernels as K
+    from simcore.engine.replay import KindSim
+
+    rng = np.random.default_rng(12)
+    for _ in range(25):
+        T, U = int(rng.integers(20, 300)), int(rng.integers(8, 120))
+        scores = (rng.random((T, U)) ** 4).astype(np.float16)
+        if rng.random() < 0.3:  # a few hot units, many rarely used
+            scores[:, : U // 8] += np.float16(0.5)
+        k = int(rng.integers(1, max(2, U // 4)))
+        caps = np.unique(rng.integers(0, U + 2, 9))
+        want = np.array([simulate(scores, k, int(c), "lru")["hits"] for c in caps])
+        sim = KindSim(U, T, K.MODE_TOPK, k=k, policy="belady")  # collects the masks
+        sim.feed(scores, None, 0)
+        sim.finish_masks()
+        np.testing.assert_array_equal(sim.hits_at(caps, "lru"), want)
+        direct = KindSim(U, T, K.MODE_TOPK, k=k, policy="lru", caps=caps)
+        for t0 in range(0, T, 64):  # batches carry the recency state
+            direct.feed(scores[t0 : t0 + 64], None, t0)
+        np.testing.assert_array_equal(direct.hits_multi, want)
+
+
 def test_a_statically_pruned_model_is_smaller_in_the_memory_plan(smol_trace, tmp_path):
     # a prune manifest by hand: half the weights kept, 1 bit of mask per weight (unstructured)
     (tmp_path / "p").mkdir()

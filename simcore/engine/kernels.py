@@ -976,21 +976,34 @@ def _chunk_counts(a, b, v, ca, cb):
 
 
 @njit(**NJIT)
-def _lru_group(last, ulast, s, ranks, nr, pos, before, ccount):
-    """One recency group: the units whose last use is token ``s``. For each of the ``nr`` ascending
-    ranks j in ``ranks``, ``pos`` receives the position of the j-th unit of the group (in index order)
-    and ``before`` how many of this token's units (``ulast == s``) lie before it. Returns how many of
-    this token's units are in the group. One vectorised pass of per-chunk counts (``ccount``: int32
+def _lru_group(last, ulast, s, caps_sorted, b0, cum, ranks, pos, before, ccount):
+    """One recency group: the units whose last use is token ``s``, newer groups holding ``cum``
+    units. Returns (g, nr, inside): its size, how many capacities from ``caps_sorted[b0]`` on end
+    inside it (those <= cum + g), and how many of this token's units (``ulast == s``) it holds. For
+    each such capacity (rank j = g - (capacity - cum) + 1 in index order, ascending in ``ranks``),
+    ``pos`` receives the position of the group's j-th unit and ``before`` how many of this token's
+    units of the group lie before it. One vectorised pass of per-chunk counts (``ccount``: int32
     [2, U // CHUNK + 1] scratch), then a scalar scan only inside the chunks where a rank falls."""
     n = last.shape[0]
-    if nr == 0:
-        return _equal_in(ulast, s)
     _chunk_counts(last, ulast, s, ccount[0], ccount[1])
+    nch = n // CHUNK + 1
+    g = 0
+    inside = 0
+    for c in range(nch):
+        g += ccount[0, c]
+        inside += ccount[1, c]
+    nr = 0
+    while b0 + nr < caps_sorted.shape[0] and caps_sorted[b0 + nr] <= cum + g:
+        nr += 1
+    for j in range(nr):  # the lowest unit each capacity keeps, by rank in index order; ascending
+        ranks[j] = g - (caps_sorted[b0 + nr - 1 - j] - cum) + 1
     seen = 0
     useen = 0
     ri = 0
-    for c in range(n // CHUNK + 1):
-        if ri >= nr or seen + ccount[0, c] < ranks[ri]:
+    for c in range(nch):
+        if ri >= nr:
+            break
+        if seen + ccount[0, c] < ranks[ri]:
             seen += ccount[0, c]
             useen += ccount[1, c]
             continue
@@ -1003,7 +1016,7 @@ def _lru_group(last, ulast, s, ranks, nr, pos, before, ccount):
                     before[ri] = useen
                     ri += 1
             useen += uc[p] == s
-    return useen
+    return g, nr, inside
 
 
 @njit(**NJIT)
@@ -1041,9 +1054,8 @@ def _lru_deep(last, ulast, t, c, hint, ranks, pos, before, ccount):
             hi = mid
     s = np.int32(lo)
     newer = n - _at_most(last, s)  # units last used after s
-    g = _equal_in(last, s)
-    ranks[0] = g - (c - newer) + 1
-    inside = _lru_group(last, ulast, s, ranks, 1, pos, before, ccount)
+    cap1 = np.full(1, c, np.int64)
+    _, _, inside = _lru_group(last, ulast, s, cap1, 0, newer, ranks, pos, before, ccount)
     above = n - _at_most(ulast, s)  # this token's units last used after s
     return above + inside - before[0], lo
 
@@ -1054,8 +1066,9 @@ def lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, ls
     recency update. ``last`` (int32[U]): each unit's last-use token, -1 if never used; ``ulast``
     (int32[U]) scratch; ``caps_sorted`` (int64[B], ascending) and ``order`` (its argsort) give
     ``out_col[order[b]]`` = the hits at capacity ``caps_sorted[b]``; ``scratch`` int64[3, B] and
-    ``ccount`` int32[2, U // CHUNK + 1] are scratch; ``lstate`` int64[B + 1] carries, from token to
-    token, each capacity's boundary group (a search hint) and the number of units used so far.
+    ``ccount`` int32[2, U // CHUNK + 1] are scratch; ``lstate`` int64[B + 2] carries, from token to
+    token, each capacity's boundary group (a search hint), the number of units used so far and the
+    previous token's selection size.
 
     LRU under simcore's rules is a stack algorithm: the cache of capacity C always holds the C units
     of largest (last use, unit index) (a token's units enter together, the higher index more recent,
@@ -1078,18 +1091,14 @@ def lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, ls
     above = 0  # this token's units among them
     s = np.int32(t)
     walked = 0
-    while bi < B and caps_sorted[bi] < ever and walked < 4:
+    while bi < B and caps_sorted[bi] < ever and walked < 8:
         s_next = np.int32(s - 1)
-        g = _equal_in(last, s_next) if s_next >= 0 else 0
-        if g == 0:
+        if s_next < 0 or (s_next == t - 1 and lstate[B + 1] == 0):
+            s_next = _max_below(last, s)  # the previous token used nothing: skip to the next group
+        g, nr, inside = _lru_group(last, ulast, s_next, caps_sorted, bi, cum, ranks, pos, before, ccount)
+        if g == 0:  # an empty group (all its units used again since): find the next one down
             s_next = _max_below(last, s)
-            g = _equal_in(last, s_next)  # s_next >= 0: some unit is older (cum < ever)
-        nr = 0
-        while bi + nr < B and caps_sorted[bi + nr] <= cum + g:
-            nr += 1
-        for j in range(nr):  # rank (in index order) of the lowest unit each capacity keeps; ascending
-            ranks[j] = g - (caps_sorted[bi + nr - 1 - j] - cum) + 1
-        inside = _lru_group(last, ulast, s_next, ranks, nr, pos, before, ccount)
+            g, nr, inside = _lru_group(last, ulast, s_next, caps_sorted, bi, cum, ranks, pos, before, ccount)
         for j in range(nr):
             out_col[order[bi + nr - 1 - j]] = above + inside - before[j]
             lstate[bi + nr - 1 - j] = s_next
@@ -1098,18 +1107,18 @@ def lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, ls
         bi += nr
         s = s_next
         walked += 1
-    everything = -1  # this token's units used before: the hits of a cache holding every unit
+    everything = n - _at_most(ulast, np.int32(-1))  # this token's units used before
     while bi < B:
-        if caps_sorted[bi] >= ever:
-            if everything < 0:
-                everything = n - _at_most(ulast, np.int32(-1))
+        if caps_sorted[bi] >= ever:  # the cache holds every unit used so far
             out_col[order[bi]] = everything
         else:
             out_col[order[bi]], lstate[bi] = _lru_deep(
                 last, ulast, t, caps_sorted[bi], lstate[bi], ranks, pos, before, ccount
             )
         bi += 1
-    lstate[B] = ever + _equal_in(ulast, np.int32(-1))  # units used for the first time now
+    m = n - _at_most(ulast, np.int32(-2))  # this token's units
+    lstate[B] = ever + m - everything  # units used for the first time now
+    lstate[B + 1] = m
     tl = np.int32(t)
     for u in range(n):
         last[u] = tl if used[u] else last[u]
@@ -1137,7 +1146,7 @@ def lru_multi_batch(
     """A batch of tokens of one (layer, kind) under LRU at several capacities at once, for masks that
     do not depend on the cache: each token's selection (as ``mask_batch``) goes straight into
     ``lru_multi_step``, with no index list in between. ``last`` (int32[U]) and ``lstate``
-    (int64[B + 1]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b] (row b: capacity ``caps_sorted[b']`` with
+    (int64[B + 2]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b] (row b: capacity ``caps_sorted[b']`` with
     ``order[b'] = b``); the other outputs as in ``replay_batch``."""
     T = scores.shape[0]
     B = caps_sorted.shape[0]
@@ -1179,7 +1188,7 @@ def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
     used = np.zeros(n_units, np.bool_)
     scratch = np.empty((3, B), np.int64)
     ccount = np.empty((2, n_units // CHUNK + 1), np.int32)
-    lstate = np.zeros(B + 1, np.int64)
+    lstate = np.zeros(B + 2, np.int64)
     col = np.empty(B, np.int64)
     for t in range(T):
         it = idx[ptr[t] : ptr[t + 1]]

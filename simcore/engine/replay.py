@@ -418,7 +418,7 @@ class KindSim:
             self._caps_sorted = np.ascontiguousarray(self.caps[self._order])
             self.hits_multi = np.zeros((len(self.caps), T), np.int32)
             self._last_multi = np.full(n_units, -1, np.int32)
-            self._lstate_multi = np.zeros(len(self.caps) + 1, np.int64)
+            self._lstate_multi = np.zeros(len(self.caps) + 2, np.int64)
 
     @classmethod
     def for_kind(
