@@ -183,8 +183,8 @@ def replay_drams(
 
     For masks that do not depend on the cache (every method but dip-ca with gamma < 1 or approximate
     selection) the masks are computed once per token for all budgets; LRU, a stack algorithm, then
-    gives the hits of every capacity from one recency stack, and the other policies run one cache
-    per budget over the shared masks. Cache-aware masks replay each budget separately. The results
+    gives the hits of every capacity from one recency state, token by token, and the other policies
+    run one cache per budget over the shared masks. Cache-aware masks replay each budget separately. The results
     equal separate :func:`replay` calls exactly.
     """
     cfg = _config(config, settings)
@@ -568,8 +568,9 @@ class KindSim:
 
     def hits_at(self, caps: np.ndarray, policy) -> np.ndarray:
         """Hits per token (B, T) of the collected masks at each capacity in ``caps`` under ``policy``:
-        one recency stack for LRU (a stack algorithm: the cache of capacity C is always the C most
-        recent units, ties to the higher index), one cache run per capacity otherwise."""
+        one recency state for LRU (a stack algorithm: the cache of capacity C is always the C most
+        recent units, ties to the higher index; see ``kernels.lru_multi_step``), one cache run per
+        capacity otherwise."""
         pol = policies.load(policy) if isinstance(policy, str) else policy
         caps = np.minimum(np.asarray(caps, np.int64), self.n)
         out = np.zeros((len(caps), self.T), np.int32)
