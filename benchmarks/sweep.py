@@ -2,7 +2,7 @@
 depend on the cache (dip, LRU), timed as (a) 16 independent replays and (b) one sweep, and a
 4-task grid on 1 versus 2 worker processes.
 
-    python benchmarks/sweep.py [--trace DIR] [--tokens 256]
+    python benchmarks/sweep.py [--trace DIR] [--tokens 256] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trace", type=Path, default=Path("traces") / "mistral7b-synth-512")
     ap.add_argument("--tokens", type=int, default=256, help="tokens of the trace replayed")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of (a) and (b) run back to back")
     args = ap.parse_args()
     ensure_trace(args.trace, 512)
     fixed = dict(trace=str(args.trace), tokens=args.tokens, method="dip", density=0.5, policy="lru", threads=1)
@@ -36,15 +37,19 @@ def main() -> None:
     replay(**{**fixed, "tokens": 2}, dram="2GB")
     replay_drams(**{**fixed, "tokens": 2}, drams=DRAMS[:2])
 
-    t0 = time.perf_counter()
-    separate = [replay(**fixed, dram=d, flash_bw=f) for d in DRAMS for f in FLASH]
-    t_separate = time.perf_counter() - t0
-
     with tempfile.TemporaryDirectory() as tmp:
         grid = Grid({"dram": DRAMS, "flash_bw": FLASH}, fixed)
-        t0 = time.perf_counter()
-        rows = run_sweep(grid, Path(tmp) / "a.parquet", workers=1).to_pylist()
-        t_sweep = time.perf_counter() - t0
+        # rounds of (a) then (b): each ratio compares runs of the same minute (this machine's speed
+        # drifts); the median round is reported
+        rounds = []
+        for i in range(args.repeat):
+            t0 = time.perf_counter()
+            separate = [replay(**fixed, dram=d, flash_bw=f) for d in DRAMS for f in FLASH]
+            t_separate = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rows = run_sweep(grid, Path(tmp) / f"a{i}.parquet", workers=1).to_pylist()
+            t_sweep = time.perf_counter() - t0
+            rounds.append((t_separate / t_sweep, t_separate, t_sweep))
         same = all(
             r["tokens_per_s_steady"] == s.totals["tokens_per_s_steady"] and r["hits"] == s.totals["hits"]
             for r, s in zip(rows, separate)
@@ -53,10 +58,15 @@ def main() -> None:
             f"mistral7b shapes, {args.tokens} tokens x 32 layers, dip rho 0.5, LRU, "
             f"{len(DRAMS)} DRAM sizes x {len(FLASH)} Flash speeds"
         )
-        print(f"(a) 16 independent replays : {t_separate:7.2f} s")
+        for i, (ratio, t_separate, t_sweep) in enumerate(rounds):
+            print(
+                f"round {i + 1}: (a) 16 independent replays {t_separate:6.2f} s, (b) one sweep, 1 worker "
+                f"{t_sweep:5.2f} s: {ratio:5.1f}x"
+            )
+        ratios = sorted(r[0] for r in rounds)
         print(
-            f"(b) one sweep, 1 worker    : {t_sweep:7.2f} s   ratio {t_separate / t_sweep:5.1f}x (target >= 8x); "
-            f"rows equal the replays: {same}"
+            f"sweep / separate replays: {ratios[len(ratios) // 2]:.1f}x median of rounds "
+            f"({ratios[0]:.1f}-{ratios[-1]:.1f}) (target >= 8x); rows equal the replays: {same}"
         )
         grid4 = Grid(
             {"dram": DRAMS, "flash_bw": FLASH, "policy": ["lru", "lfu"], "density": [0.4, 0.6]},

@@ -1003,19 +1003,21 @@ def _lru_group(last, ulast, s, caps_sorted, b0, cum, ranks, pos, before, ccount)
     for c in range(nch):
         if ri >= nr:
             break
-        if seen + ccount[0, c] < ranks[ri]:
-            seen += ccount[0, c]
-            useen += ccount[1, c]
-            continue
-        lc, uc = last[c * CHUNK : min(c * CHUNK + CHUNK, n)], ulast[c * CHUNK : min(c * CHUNK + CHUNK, n)]
-        for p in range(lc.shape[0]):
-            if lc[p] == s:
-                seen += 1
-                while ri < nr and ranks[ri] == seen:
-                    pos[ri] = c * CHUNK + p
-                    before[ri] = useen
-                    ri += 1
-            useen += uc[p] == s
+        if seen + ccount[0, c] >= ranks[ri]:
+            lc, uc = last[c * CHUNK : min(c * CHUNK + CHUNK, n)], ulast[c * CHUNK : min(c * CHUNK + CHUNK, n)]
+            while ri < nr and seen + ccount[0, c] >= ranks[ri]:
+                want = ranks[ri] - seen  # the want-th member of this chunk: branch-free scans
+                k = 0
+                at = 0
+                for p in range(lc.shape[0]):
+                    e = lc[p] == s
+                    k += e
+                    at = p if e & (k == want) else at
+                pos[ri] = c * CHUNK + at
+                before[ri] = useen + _equal_in(uc[:at], s)
+                ri += 1
+        seen += ccount[0, c]
+        useen += ccount[1, c]
     return g, nr, inside
 
 
