@@ -784,6 +784,22 @@ def _mass(hrow, used, has_mass, vbuf, out_kept, out_tot, i):
 
 
 @njit(**NJIT)
+def _selection_scratch(n):
+    """The arrays ``select_units`` works in, for U = n units: (used, keys, cand, hist, wbuf, qbuf,
+    state, dummy), ``dummy`` standing in for the scores of MODE_ALL."""
+    return (
+        np.zeros(n, np.bool_),
+        np.empty(n, np.uint32),
+        np.empty(n, np.int32),
+        np.empty(HIST_SIZE, np.int32),
+        np.empty(n, np.uint32),
+        np.empty(n, np.int16),
+        np.zeros(STATE_SIZE, np.int64),
+        np.empty(n, np.uint16),
+    )
+
+
+@njit(**NJIT)
 def replay_batch(
     scores,
     hmag,
@@ -827,15 +843,9 @@ def replay_batch(
     T = scores.shape[0]
     n = in_cache.shape[0]
     keep_masks = out_mask.shape[0] > 0
-    used = np.zeros(n, np.bool_)
-    keys = np.empty(n, np.uint32)
-    cand = np.empty(n, np.int32)
-    hist = np.empty(HIST_SIZE, np.int32)
-    wbuf = np.empty(n, np.uint32)
-    qbuf = np.empty(n, np.int16)
+    used, keys, cand, hist, wbuf, qbuf, _, dummy = _selection_scratch(n)  # state: the kind's own
     ckeys = np.empty(n, pw.dtype)
     cmark = np.zeros(n, np.bool_)
-    dummy = np.empty(n, np.uint16)
     pthr = f16_pattern_at_most(thr)
     for i in range(T):
         t = t0 + i
@@ -863,21 +873,13 @@ def mask_batch(scores, hmag, has_mass, mode, k, thr, n_units, out_idx, out_used,
     length >= the indices written + U) and their sizes into ``out_used`` (int32[T_b]). Returns the indices written.
     """
     T = scores.shape[0]
-    used = np.zeros(n_units, np.bool_)
-    keys = np.empty(n_units, np.uint32)
-    cand = np.empty(n_units, np.int32)
-    hist = np.empty(HIST_SIZE, np.int32)
-    wbuf = np.empty(n_units, np.uint32)
-    in_cache = np.zeros(n_units, np.bool_)
-    state = np.zeros(STATE_SIZE, np.int64)  # only the selection's search hint
-    dummy = np.empty(n_units, np.uint16)
+    used, keys, cand, hist, wbuf, qbuf, state, dummy = _selection_scratch(n_units)
+    in_cache = np.zeros(n_units, np.bool_)  # the masks do not look at it
     pthr = f16_pattern_at_most(thr)
     pos = 0
     for i in range(T):
         row = scores[i] if mode != MODE_ALL else dummy
-        m = select_units(
-            row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, wbuf.view(np.int16), state
-        )
+        m = select_units(row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, qbuf, state)
         out_used[i] = m
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
         for u in range(n_units):  # branch-free compaction: out_idx has n_units of slack
@@ -1148,19 +1150,12 @@ def lru_multi_batch(
     """A batch of tokens of one (layer, kind) under LRU at several capacities at once, for masks that
     do not depend on the cache: each token's selection (as ``mask_batch``) goes straight into
     ``lru_multi_step``, with no index list in between. ``last`` (int32[U]) and ``lstate``
-    (int64[B + 2]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b] (row b: capacity ``caps_sorted[b']`` with
-    ``order[b'] = b``); the other outputs as in ``replay_batch``."""
+    (int64[B + 2]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b], row
+    ``order[b]`` for capacity ``caps_sorted[b]``; the other outputs as in ``replay_batch``."""
     T = scores.shape[0]
     B = caps_sorted.shape[0]
-    used = np.zeros(n_units, np.bool_)
-    keys = np.empty(n_units, np.uint32)
-    cand = np.empty(n_units, np.int32)
-    hist = np.empty(HIST_SIZE, np.int32)
-    wbuf = np.empty(n_units, np.uint32)
-    qbuf = np.empty(n_units, np.int16)
+    used, keys, cand, hist, wbuf, qbuf, state, dummy = _selection_scratch(n_units)
     in_cache = np.zeros(n_units, np.bool_)  # the masks do not look at it
-    state = np.zeros(STATE_SIZE, np.int64)  # only the selection's search hint
-    dummy = np.empty(n_units, np.uint16)
     ulast = np.empty(n_units, np.int32)
     scratch = np.empty((3, B), np.int64)
     ccount = np.empty((2, n_units // CHUNK + 1), np.int32)
