@@ -316,6 +316,28 @@ def test_lru_at_many_capacities_equals_one_cache_each_over_long_traces():
         np.testing.assert_array_equal(direct.hits_multi, want)
 
 
+def test_nan_magnitudes_and_several_capacity_misuse_give_clear_errors():
+    """NaN scores would make a top-k larger than k (and overrun the collected masks): a TraceError
+    instead. A several-capacity KindSim hands out no masks, and finish() returns its (B, T) hits."""
+    from simcore.engine import kernels as K
+    from simcore.engine.replay import KindSim
+    from simcore.errors import TraceError
+
+    scores = np.full((4, 16), np.nan, np.float16)
+    sim = KindSim(16, 4, K.MODE_TOPK, k=4, policy="belady")
+    with pytest.raises(TraceError, match="NaN"):
+        sim.feed(scores, None, 0)
+    ok = np.random.default_rng(0).random((4, 16)).astype(np.float16)
+    multi = KindSim(16, 4, K.MODE_TOPK, k=4, policy="lru", caps=np.array([2, 8]))
+    with pytest.raises(ValueError, match="masks"):
+        multi.feed(ok, None, 0, masks=np.zeros((4, 16), np.bool_))
+    multi.feed(ok, None, 0)
+    _, hits, _, _ = multi.finish()
+    assert hits.shape == (2, 4)
+    for b, cap in enumerate((2, 8)):
+        assert hits[b].tolist() == simulate(ok, 4, cap, "lru")["hits"].tolist()
+
+
 def test_a_statically_pruned_model_is_smaller_in_the_memory_plan(smol_trace, tmp_path):
     # a prune manifest by hand: half the weights kept, 1 bit of mask per weight (unstructured)
     (tmp_path / "p").mkdir()

@@ -870,7 +870,8 @@ def mask_batch(scores, hmag, has_mass, mode, k, thr, n_units, out_idx, out_used,
     """Selections of a batch of tokens for masks that do not depend on the cache.
 
     Writes the selections' unit indices back to back (ascending per token) into ``out_idx`` (int32,
-    length >= the indices written + U) and their sizes into ``out_used`` (int32[T_b]). Returns the indices written.
+    length >= the indices written + U) and their sizes into ``out_used`` (int32[T_b]). Returns the
+    indices written, or -1 if ``out_idx`` would overflow (a top-k larger than k: NaN magnitudes).
     """
     T = scores.shape[0]
     used, keys, cand, hist, wbuf, qbuf, state, dummy = _selection_scratch(n_units)
@@ -882,6 +883,8 @@ def mask_batch(scores, hmag, has_mass, mode, k, thr, n_units, out_idx, out_used,
         m = select_units(row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, qbuf, state)
         out_used[i] = m
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
+        if pos + n_units > out_idx.shape[0]:
+            return -1
         for u in range(n_units):  # branch-free compaction: out_idx has n_units of slack
             out_idx[pos] = u
             pos += used[u]

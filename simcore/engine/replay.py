@@ -344,8 +344,7 @@ def _replay_layer_shared(reader, layer, T, selection, mems: list[MemoryPlan], cf
     Returns per kind (used (T,), hits (B, T), kept (T,), tot (T,))."""
     if policy is policies.load("lru"):  # one recency state serves every capacity, fed token by token
         caps = [np.array([mem.kinds[ki].capacity for mem in mems], np.int64) for ki in range(len(selection.kinds))]
-        sims = _layer_sims(reader, layer, T, selection, mems[0], cfg, policy, bar, caps)
-        return [(sim.used, sim.hits_multi, sim.kept, sim.tot) for sim in sims]
+        return [sim.finish() for sim in _layer_sims(reader, layer, T, selection, mems[0], cfg, policy, bar, caps)]
     sims = _layer_sims(reader, layer, T, selection, mems[0], cfg, "belady", bar)  # mask collection only
     out = []
     for ki, sim in enumerate(sims):
@@ -460,6 +459,8 @@ class KindSim:
         hm = hmag.view(np.uint16) if self.mass else np.empty((0, 0), np.uint16)
         sl = slice(t0, t0 + nb)
         if self.caps is not None:
+            if masks is not None:
+                raise ValueError("a KindSim at several capacities does not hand out masks; build it without caps")
             hits = np.empty((len(self.caps), nb), np.int32)
             K.lru_multi_batch(
                 scores,
@@ -500,6 +501,11 @@ class KindSim:
                 self.kept[sl],
                 self.tot[sl],
             )
+            if n_idx < 0:
+                raise TraceError(
+                    f"a top-{self.k} selection of {self.n} units came out larger than {self.k}: the "
+                    "magnitudes hold NaN; re-create the trace from a model run without NaN activations"
+                )
             if self._idx_all is not None:
                 self._n_idx += n_idx
             else:
@@ -536,6 +542,10 @@ class KindSim:
             )
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(used, hits, kept, tot) per token; hits of shape (B, T) for a KindSim at several capacities
+        (row b: ``caps[b]``), (T,) otherwise."""
+        if self.caps is not None:
+            return self.used, self.hits_multi, self.kept, self.tot
         if self.future:
             self.finish_masks()
             nxt = K.next_use_times(self.idx, self.ptr, self.n)
