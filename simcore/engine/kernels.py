@@ -1073,9 +1073,8 @@ def lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, ls
     recency update. ``last`` (int32[U]): each unit's last-use token, -1 if never used; ``ulast``
     (int32[U]) scratch; ``caps_sorted`` (int64[B], ascending) and ``order`` (its argsort) give
     ``out_col[order[b]]`` = the hits at capacity ``caps_sorted[b]``; ``scratch`` int64[3, B] and
-    ``ccount`` int32[2, U // CHUNK + 1] are scratch; ``lstate`` int64[B + 2] carries, from token to
-    token, each capacity's boundary group (a search hint), the number of units used so far and the
-    previous token's selection size.
+    ``ccount`` int32[2, U // CHUNK + 1] are scratch; ``lstate`` int64[B + 1] carries, from token to
+    token, each capacity's boundary group (a search hint) and the number of units used so far.
 
     LRU under simcore's rules is a stack algorithm: the cache of capacity C always holds the C units
     of largest (last use, unit index) (a token's units enter together, the higher index more recent,
@@ -1100,8 +1099,6 @@ def lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, ls
     walked = 0
     while bi < B and caps_sorted[bi] < ever and walked < 8:
         s_next = np.int32(s - 1)
-        if s_next < 0 or (s_next == t - 1 and lstate[B + 1] == 0):
-            s_next = _max_below(last, s)  # the previous token used nothing: skip to the next group
         g, nr, inside = _lru_group(last, ulast, s_next, caps_sorted, bi, cum, ranks, pos, before, ccount)
         if g == 0:  # an empty group (all its units used again since): find the next one down
             s_next = _max_below(last, s)
@@ -1125,7 +1122,6 @@ def lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, ls
         bi += 1
     m = n - _at_most(ulast, np.int32(-2))  # this token's units
     lstate[B] = ever + m - everything  # units used for the first time now
-    lstate[B + 1] = m
     tl = np.int32(t)
     for u in range(n):
         last[u] = tl if used[u] else last[u]
@@ -1153,7 +1149,7 @@ def lru_multi_batch(
     """A batch of tokens of one (layer, kind) under LRU at several capacities at once, for masks that
     do not depend on the cache: each token's selection (as ``mask_batch``) goes straight into
     ``lru_multi_step``, with no index list in between. ``last`` (int32[U]) and ``lstate``
-    (int64[B + 2]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b], row
+    (int64[B + 1]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b], row
     ``order[b]`` for capacity ``caps_sorted[b]``; the other outputs as in ``replay_batch``."""
     T = scores.shape[0]
     B = caps_sorted.shape[0]
@@ -1188,7 +1184,7 @@ def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
     used = np.zeros(n_units, np.bool_)
     scratch = np.empty((3, B), np.int64)
     ccount = np.empty((2, n_units // CHUNK + 1), np.int32)
-    lstate = np.zeros(B + 2, np.int64)
+    lstate = np.zeros(B + 1, np.int64)
     col = np.empty(B, np.int64)
     for t in range(T):
         it = idx[ptr[t] : ptr[t + 1]]

@@ -417,7 +417,7 @@ class KindSim:
             self._caps_sorted = np.ascontiguousarray(self.caps[self._order])
             self.hits_multi = np.zeros((len(self.caps), T), np.int32)
             self._last_multi = np.full(n_units, -1, np.int32)
-            self._lstate_multi = np.zeros(len(self.caps) + 2, np.int64)
+            self._lstate_multi = np.zeros(len(self.caps) + 1, np.int64)
 
     @classmethod
     def for_kind(
@@ -458,18 +458,13 @@ class KindSim:
         scores = scores.view(np.uint16)
         hm = hmag.view(np.uint16) if self.mass else np.empty((0, 0), np.uint16)
         sl = slice(t0, t0 + nb)
+        selection = (scores, hm, self.mass, self.mode, self.k, self.thr, self.n)  # what every mask kernel takes
         if self.caps is not None:
             if masks is not None:
                 raise ValueError("a KindSim at several capacities does not hand out masks; build it without caps")
             hits = np.empty((len(self.caps), nb), np.int32)
             K.lru_multi_batch(
-                scores,
-                hm,
-                self.mass,
-                self.mode,
-                self.k,
-                self.thr,
-                self.n,
+                *selection,
                 self._caps_sorted,
                 self._order,
                 self._last_multi,
@@ -489,13 +484,7 @@ class KindSim:
             else:
                 idx = np.empty(nb * self.n + self.n, np.int32)
             n_idx = K.mask_batch(
-                scores,
-                hm,
-                self.mass,
-                self.mode,
-                self.k,
-                self.thr,
-                self.n,
+                *selection,
                 idx,
                 self.used[sl],
                 self.kept[sl],
