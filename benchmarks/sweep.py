@@ -2,7 +2,11 @@
 depend on the cache (dip, LRU), timed as (a) 16 independent replays and (b) one sweep, and a
 4-task grid on 1 versus 2 worker processes.
 
-    python benchmarks/sweep.py [--trace DIR] [--tokens 256] [--repeat 3]
+Writing results (issue 11): a 2,000-task grid (dip-ca, 50 densities x 10 gammas x 2 policies x 2 bit
+widths) on a 16-token synthetic SmolLM2-135M trace, reporting the time spent writing results (log lines,
+the table merges, the grid file) as a fraction of the sweep's wall time (target < 10 %).
+
+    python benchmarks/sweep.py [--trace DIR] [--tokens 256] [--repeat 3] [--part all|speed|writes]
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replay import ensure_trace  # noqa: E402
 
 from simcore.engine.replay import replay, replay_drams  # noqa: E402
-from simcore.sweep import Grid, run_sweep  # noqa: E402
+from simcore.sweep import Grid, run_sweep, sweep_stats  # noqa: E402
+from simcore.trace.synth import synth_trace  # noqa: E402
 
 DRAMS = ["1GB", "1.25GB", "1.5GB", "2GB", "2.5GB", "3GB", "4GB", "5GB"]
 FLASH = ["1", "2"]
@@ -29,7 +34,48 @@ def main() -> None:
     ap.add_argument("--trace", type=Path, default=Path("traces") / "mistral7b-synth-512")
     ap.add_argument("--tokens", type=int, default=256, help="tokens of the trace replayed")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of (a) and (b) run back to back")
+    ap.add_argument("--part", choices=("all", "speed", "writes"), default="all", help="which benchmarks to run")
+    ap.add_argument("--workers", type=int, default=2, help="worker processes of the 2,000-task grid")
     args = ap.parse_args()
+    if args.part in ("all", "speed"):
+        speed(args)
+    if args.part in ("all", "writes"):
+        writes(args.workers)
+
+
+def writes(workers: int) -> None:
+    """The share of a 2,000-task sweep's wall time spent writing its results."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = synth_trace("smollm2-135m", 16, Path(tmp) / "smol16", seed=0)
+        grid = Grid(
+            {
+                "density": [round(0.2 + 0.01 * i, 2) for i in range(50)],
+                "gamma": [round(0.1 * i, 1) for i in range(1, 11)],
+                "policy": ["lru", "lfu"],
+                "bits": [4.0, 8.0],
+            },
+            {"trace": str(trace), "method": "dip-ca", "dram": "128MB", "warmup": 4},
+        )
+        replay(trace=str(trace), method="dip-ca", dram="128MB", tokens=2)  # load the compiled kernels
+        t0 = time.perf_counter()
+        table = run_sweep(grid, Path(tmp) / "r.parquet", workers=workers)
+        wall = time.perf_counter() - t0
+        stats = sweep_stats(table)
+        ok = sum(r == "ok" for r in table.column("status").to_pylist())
+        print(
+            f"2,000-task grid ({table.num_rows} configurations, {ok} ok), smollm2-135m synthetic, 16 tokens, "
+            f"{workers} worker(s): wall {wall:.1f} s, writing results {stats['write_s']:.2f} s = "
+            f"{100 * stats['write_s'] / wall:.1f} % of the wall time (target < 10 %)"
+        )
+        t0 = time.perf_counter()
+        again = run_sweep(grid, Path(tmp) / "r.parquet", workers=workers)
+        print(
+            f"resuming the finished grid (all {sweep_stats(again)['reused']} rows reused): "
+            f"{time.perf_counter() - t0:.2f} s"
+        )
+
+
+def speed(args) -> None:
     ensure_trace(args.trace, 512)
     fixed = dict(trace=str(args.trace), tokens=args.tokens, method="dip", density=0.5, policy="lru", threads=1)
     # load the compiled kernels of both paths (one budget; several at once), so neither timing below

@@ -5,6 +5,7 @@ Every user error is a SimcoreError, printed as one line (``simcore: error: ...``
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 import typing
@@ -44,7 +45,7 @@ def _options_from(model: type[BaseModel], skip: tuple[str, ...] = ()):
                     name,
                     default=None,
                     help=help_ + " (comma-separated)",
-                    callback=lambda c, p, v: [float(s) for s in v.split(",")] if v else None,
+                    callback=lambda c, p, v, opt=opt: _numbers(opt, v),
                 )(f)
             else:
                 ctype = {int: int, float: float}.get(base, str)
@@ -52,6 +53,16 @@ def _options_from(model: type[BaseModel], skip: tuple[str, ...] = ()):
         return f
 
     return decorate
+
+
+def _numbers(option: str, text: str | None) -> list[float] | None:
+    """A comma-separated list of numbers (``1,3``), or a ConfigError naming the option."""
+    if not text:
+        return None
+    try:
+        return [float(s) for s in text.split(",")]
+    except ValueError:
+        raise SimcoreError(f"{option} {text!r}: give comma-separated numbers such as 1,3") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -94,16 +105,28 @@ def replay(as_json, out, progress, **settings):
       simcore replay --model smollm2-135m --method glu --density 0.8 --policy belady --dram 64MB
     """
     from simcore.engine.replay import replay as run
-    from simcore.results import atomic_write_bytes
+    from simcore.report_text import printable
+    from simcore.results import atomic_write_bytes, check_output
 
+    if out:
+        check_output(out)
     settings = {k: v for k, v in settings.items() if v is not None}
     result = run(progress=sys.stderr.isatty() if progress is None else progress, **settings)
+    _warn(result.warnings)
     if out:
         if out.endswith(".json"):
             atomic_write_bytes(out, result.to_json().encode())
         else:
             result.to_parquet(out)
-    click.echo(result.to_json() if as_json else result.table())
+    click.echo(result.to_json() if as_json else printable(result.table()))
+
+
+def _warn(warnings: list[str]) -> None:
+    """Print what a result says the user should know, one line each on stderr."""
+    from simcore.report_text import printable
+
+    for w in warnings:
+        click.echo(f"simcore: warning: {printable(w, one_line=True)}", err=True)
 
 
 @cli.command()
@@ -123,7 +146,10 @@ def replay(as_json, out, progress, **settings):
     "--phi", type=float, default=0.7, show_default=True, help="token-to-token correlation of each channel (AR(1))"
 )
 @click.option(
-    "--columns", default="x,h,gate,up", show_default=True, help="magnitude columns to write (x and h required)"
+    "--columns",
+    default="x,h,gate,up",
+    show_default=True,
+    help="magnitude columns to write: x and h required; gate for the gate and cats methods, up for up",
 )
 @click.option("--progress/--no-progress", default=None, help="progress bar on stderr (default: when a terminal)")
 def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
@@ -139,7 +165,7 @@ def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
         seed=seed,
         seq_len=seq_len,
         phi=phi,
-        columns=tuple(c.strip() for c in columns.split(",")),
+        columns=columns,
         progress=sys.stderr.isatty() if progress is None else progress,
     )
     click.echo(f"wrote synthetic {model} trace of {tokens} tokens to {path}")
@@ -149,7 +175,6 @@ def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
 @click.option(
     "--grid",
     "grid_file",
-    type=click.Path(dir_okay=False),
     help="YAML grid file (axes under 'grid:', fixed settings beside it); flags below add or replace axes",
 )
 @click.option("--device", help="device profiles, comma-separated (a18,snapdragon-8s-gen3)")
@@ -170,8 +195,8 @@ def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
     "--out",
     default="results/sweep.parquet",
     show_default=True,
-    type=click.Path(dir_okay=False),
-    help="results table; re-running the same sweep resumes it",
+    help="results table; re-running the same sweep resumes it (failed rows are retried), other grids' rows "
+    "in it are kept",
 )
 @click.option("--workers", type=int, default=0, show_default=True, help="worker processes (0: one per core)")
 @click.option(
@@ -187,7 +212,10 @@ def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
     """Run a grid of replays and collect one Parquet row per configuration.
 
     Hit counts are computed once per cache behaviour: bandwidths and devices only change the timing,
-    and all DRAM sizes of a configuration share one pass over the trace.
+    and all DRAM sizes of a configuration share one pass over the trace. A configuration that fails
+    gets an error row and fails alone; the exit status is 2 when none succeeded. Re-running resumes:
+    ok rows whose inputs are unchanged are reused, the rest computed; rows of other grids in --out
+    are kept.
 
     \b
     Examples:
@@ -196,7 +224,7 @@ def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
       simcore sweep --grid grids/big.yaml --executor dask --scheduler tcp://10.0.0.5:8786
     """
     from simcore.sweep.grid import AXES, Grid, parse_axis
-    from simcore.sweep.run import run_sweep, summarise
+    from simcore.sweep.run import raise_if_nothing_succeeded, run_sweep, summarise, sweep_stats
 
     axes = {k: parse_axis(k, v) for k, v in flags.items() if k in AXES and v is not None}
     fixed = {k: v for k, v in flags.items() if k not in AXES and v is not None}
@@ -214,7 +242,8 @@ def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
         progress=sys.stderr.isatty() if progress is None else progress,
     )
     click.echo(summarise(table))
-    click.echo(f"results: {out} (grid: {out}.grid.yaml)")
+    click.echo(f"results: {out} (grid: {sweep_stats(table)['grid_file']})")
+    raise_if_nothing_succeeded(table)  # exit status 2 when no configuration of the grid succeeded
 
 
 @cli.command(name="eval")
@@ -283,10 +312,18 @@ def eval_(
     import json as _json
 
     from simcore.eval.evaluate import evaluate
-    from simcore.results import atomic_write_bytes
+    from simcore.report_text import printable
+    from simcore.results import atomic_write_bytes, check_output, strict_json
 
     settings = {k: v for k, v in settings.items() if v is not None}
     show = sys.stderr.isatty() if progress is None else progress
+    if out:
+        check_output(out)
+    if fidelity_trace is not None:  # a missing trace is found now, not after the evaluation
+        from simcore.engine.replay import resolve_trace_path
+        from simcore.trace.format import TraceReader
+
+        TraceReader(resolve_trace_path(fidelity_trace or None, None if fidelity_trace else model_name))
     r = evaluate(
         model_name,
         model_path=model_path,
@@ -321,7 +358,9 @@ def eval_(
             for key in ("hit_rate_steady", "tokens_per_s_steady", "flash_bytes_per_token_steady", "mlp_density")
         }
         result["fidelity"]["trace"] = est.config["trace"]
-    data = _json.dumps(result, indent=2)
+        _warn(est.warnings)
+    _warn(r.replay.warnings)
+    data = strict_json(result, indent=2)
     if out:
         atomic_write_bytes(out, data.encode())
     if as_json:
@@ -339,14 +378,16 @@ def eval_(
         cal = _json.loads((Path(pruned) / "manifest.json").read_text()).get("calibration", {})
         notes.append(f"static masks calibrated on {cal.get('tokens', cal)}")
     click.echo(
-        f"perplexity {r.perplexity:.3f} over {r.tokens_scored} predicted tokens of {t['source']} "
-        f"(tokens {t['eval_tokens'][0]}-{t['eval_tokens'][1]}, windows of {t['seq_len']})"
-        + (f"; calibration text disjoint from them: {'; '.join(notes)}" if notes else "; no calibration text used")
+        printable(
+            f"perplexity {r.perplexity:.3f} over {r.tokens_scored} predicted tokens of {t['source']} "
+            f"(tokens {t['eval_tokens'][0]}-{t['eval_tokens'][1]}, windows of {t['seq_len']})"
+            + (f"; calibration text disjoint from them: {'; '.join(notes)}" if notes else "; no calibration text used")
+        )
     )
-    click.echo(r.replay.table())
+    click.echo(printable(r.replay.table()))
     if "fidelity" in result:
         f = result["fidelity"]
-        click.echo(f"\nfidelity: replay of the dense trace {f['trace']} vs this exact run (eval - replay)")
+        click.echo(printable(f"\nfidelity: replay of the dense trace {f['trace']} vs this exact run (eval - replay)"))
         for key, label, scale, unit in (
             ("hit_rate_steady", "steady hit rate", 100, "%"),
             ("tokens_per_s_steady", "steady tokens/s", 1, ""),
@@ -375,12 +416,19 @@ def eval_(
     help="first calibration token; evaluation (simcore eval) reads from 0, so keep them disjoint",
 )
 @click.option("--candidates", type=int, default=9, show_default=True, help="splits tried per density")
-def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, candidates):
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="model loading bars on stderr (default: when stderr is a terminal); --no-progress also hides the "
+    "line per split tried",
+)
+def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, candidates, progress):
     """Find, per target density, DIP's split between input and down density (rho_in, rho_d) that
     minimises perplexity on calibration text, and save it to calibration/<model>.json; replay and eval
     then use it by default for that model."""
     from simcore.eval.calibrate import calibrate as run
 
+    show = sys.stderr.isatty() if progress is None else progress
     try:
         values = tuple(float(v) for v in densities.split(","))
     except ValueError:
@@ -394,7 +442,8 @@ def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, 
         offset=offset,
         candidates=candidates,
         model_path=model_path,
-        log=lambda m: click.echo(m, err=True),
+        log=None if progress is False else (lambda m: click.echo(m, err=True)),
+        progress=show,
     )
     for e in r["splits"]:
         click.echo(
@@ -416,12 +465,45 @@ def devices():
 
 @cli.command()
 @click.argument("trace", type=click.Path())
-def info(trace):
-    """Describe a trace: model shapes, source, tokens, columns."""
-    from simcore.trace.format import TraceReader
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="recompute every layer file's checksum and compare it with the one recorded when the trace was "
+    "written: one line per file that changed and exit status 2, or 'verified N layer files'",
+)
+def info(trace, verify):
+    """Describe a trace as JSON: model shapes, source, tokens, columns, and the methods its columns
+    can serve ("methods"); the checksums stay in its trace.json.
+
+    \b
+    Examples:
+      simcore info traces/smollm2-135m
+      simcore info --verify traces/smollm2-135m
+    """
+    import json as _json
+
+    from simcore.errors import TraceError
+    from simcore.trace.format import NoChecksums, TraceReader
 
     r = TraceReader(trace)
-    click.echo(r.meta.model_dump_json(indent=2, exclude={"command"}))
+    if verify:
+        n = r.model.n_layers
+        try:
+            bad = r.verify()
+        except NoChecksums as e:
+            click.echo(str(e))
+            return
+        for line in bad:
+            click.echo(line, err=True)
+        if bad:
+            raise TraceError(
+                f"{len(bad)} of {n} layer files of {r.path} changed since they were written; re-create the trace"
+            )
+        click.echo(f"verified {n} layer files of {r.path}: every checksum matches")
+        return
+    data = r.meta.model_dump(mode="json", exclude={"command", "checksums"})
+    data["methods"] = r.methods()
+    click.echo(_json.dumps(data, indent=2, allow_nan=False))
 
 
 from simcore.prune.command import prune_command  # noqa: E402
@@ -442,22 +524,72 @@ def _add_optional_commands() -> None:
 _add_optional_commands()
 
 
+def _error(message: object) -> int:
+    """Print one line ``simcore: error: ...`` on stderr (printable whatever bytes a path holds); return 2."""
+    from simcore.report_text import printable
+
+    click.echo(f"simcore: error: {printable(message, one_line=True)}", err=True)
+    return 2
+
+
+def _sigterm_as_interrupt(run):
+    """Make SIGTERM behave like Ctrl-C while ``run`` runs: it raises KeyboardInterrupt in the main
+    thread, so writers' cleanup (a trace's temporary directory, a results table) runs as for Ctrl-C.
+    The previous handler is restored afterwards; off the main thread nothing is installed. A process
+    forked from this one (a sweep worker) that inherits the handler ends as SIGTERM would end it."""
+    import functools
+    import signal
+    import threading
+
+    owner = os.getpid()
+
+    def interrupt(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    @functools.wraps(run)
+    def wrapper(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return run(*args, **kwargs)
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            if previous is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+@_sigterm_as_interrupt
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simcore`` console script."""
     try:
         cli.main(args=argv, prog_name="simcore", standalone_mode=False)
     except SimcoreError as e:
-        click.echo(f"simcore: error: {e}", err=True)
-        return 2
+        return _error(e)
     except click.exceptions.Abort:
         click.echo("simcore: interrupted", err=True)
         return 130
     except KeyboardInterrupt:
         click.echo("simcore: interrupted; nothing half-written was left behind", err=True)
         return 130
+    except click.UsageError as e:  # one line, like every other error; the usage is one --help away
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `simcore`: the help is what was asked for
+            e.show()
+            return e.exit_code
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        return _error(f"{e.format_message()}{hint}")
     except click.ClickException as e:
-        e.show()
-        return e.exit_code
+        return _error(e.format_message())
+    except UnicodeEncodeError as e:  # a library that takes paths as UTF-8 text only
+        return _error(f"cannot use {e.object!r}: a library simcore uses needs paths that are valid UTF-8; rename it")
+    except OSError as e:  # a file the user named that cannot be read or written, found late
+        where = f"{os.fsdecode(e.filename)}: " if e.filename else ""
+        return _error(f"{where}{os.strerror(e.errno) if e.errno else e}")
     return 0
 
 

@@ -21,7 +21,7 @@ DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
 class Device(BaseModel):
     """A phone's memory system as the throughput model sees it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="short name, usually the file name")
     description: str = Field(default="", description="SoC, memory and storage parts")
@@ -62,11 +62,15 @@ def _describe(e: ValidationError) -> str:
     """The most telling error first: an unknown key (usually a typo) explains a missing one."""
     errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")
     err = errors[0]
-    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    field = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
+    if err["type"] == "value_error":  # a cross-field check: its message names the fields
+        return msg.removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         close = difflib.get_close_matches(field, list(Device.model_fields), n=1)
         msg = f"unknown key ({'did you mean ' + repr(close[0]) + '? ' if close else ''}known keys: {', '.join(Device.model_fields)})"
+    elif "input" in err and not isinstance(err["input"], (dict, list)):
+        msg += f", got {err['input']!r}"
     return f"field {field!r}: {msg}"
 
 
@@ -80,9 +84,16 @@ def load_device(name_or_path: str | Path) -> Device:
                 f"unknown device {str(name_or_path)!r}: choose one of {', '.join(available_devices())} "
                 "or give the path of a YAML profile"
             )
+    if p.is_dir():
+        raise ConfigError(f"--device {p} is a directory, not a YAML device file; give a name or a .yaml file")
+    if not p.exists():
+        raise ConfigError(f"device file {p} does not exist; give a bundled name or the path of a YAML profile")
     if not p.is_file():
-        raise ConfigError(f"device file {p} does not exist")
-    st = p.stat()
+        raise ConfigError(f"--device {p} is not a regular file; give a bundled name or the path of a YAML profile")
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise ConfigError(f"cannot read device file {p}: {e.strerror}") from None
     key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
     if key not in _LOADED:  # a sweep asks for the same profile once per configuration
         _LOADED[key] = _parse_device(p)
@@ -94,13 +105,24 @@ _LOADED: dict[tuple, Device] = {}
 
 def _parse_device(p: Path) -> Device:
     try:
-        data = yaml.safe_load(p.read_text())
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read device file {p}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"device file {p} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
         raise ConfigError(f"device file {p} is not valid YAML{line}: fix its syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"device file {p} must be a mapping of fields to values")
+        got = "is empty" if data is None else f"holds a {type(data).__name__}"
+        raise ConfigError(f"device file {p} {got}; it must be a mapping of fields to values (dram_bw_gbps: 60, ...)")
     data.setdefault("name", p.stem)
     try:
         return Device.model_validate(data)

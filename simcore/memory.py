@@ -20,7 +20,7 @@ class Quant(BaseModel):
     """Weight quantization: ``bits`` per weight plus a ``scale_bits`` scale per group of
     ``group_size`` weights (INT4, group 128, 16-bit scale = 4.125 bits per weight)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     bits: float = Field(default=4, gt=0, le=32, description="bits per weight")
     group_size: int = Field(default=128, ge=0, description="weights per quantization group (0: no groups)")
@@ -67,6 +67,9 @@ def pruned_cost(path: str) -> tuple[str, float, float]:
     from pathlib import Path
 
     manifest = Path(path) / "manifest.json"
+    if not Path(path).is_dir():
+        what = "does not exist" if not Path(path).exists() else "is a file"
+        raise ConfigError(f"--pruned {path} {what}; give the directory a `simcore prune` run wrote")
     try:
         data = json.loads(manifest.read_text())
         mats = data["matrices"].values()
@@ -122,9 +125,11 @@ def plan(
     kind_bytes = [k.n_units * k.weights_per_unit * mlp_bpw for k in selection.kinds]
     shares = list(kind_shares) if kind_shares is not None else kind_bytes
     if len(shares) != len(selection.kinds) or min(shares) < 0 or sum(shares) <= 0:
+        n = len(selection.kinds)
         raise ConfigError(
-            f"--kind-split needs {len(selection.kinds)} non-negative weights "
-            f"({', '.join(k.name for k in selection.kinds)})"
+            f"--kind-split {','.join(f'{v:g}' for v in shares)}: this method caches {n} unit kind{'s' * (n > 1)} "
+            f"per layer ({', '.join(k.name for k in selection.kinds)}); give {n} non-negative "
+            f"weight{'s' * (n > 1)}, not all zero"
         )
     per_layer = min(mlp_cache, mlp_total) / shape.n_layers
     kinds = []

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 from simcore.units import format_bytes
+
+
+def printable(text: object, one_line: bool = False) -> str:
+    """``text`` safe to print on any UTF-8 stream: path bytes that are not UTF-8 (which Python keeps as
+    lone surrogates, os.fsdecode) become U+FFFD instead of raising UnicodeEncodeError; with ``one_line``,
+    line breaks become spaces."""
+    s = re.sub("[\ud800-\udc7f\udd00-\udfff]", "\ufffd", str(text))  # surrogates that are no escaped byte
+    s = s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return re.sub(r"\s*\n\s*", " ", s).strip() if one_line else s
 
 
 def _pct(x: float | None) -> str:
@@ -42,13 +53,19 @@ def replay_table(result) -> str:
         f"{'total':<10}{'':>7}{'':>8}{'':>10}{'':>10}{_pct(t['hit_rate']):>10}{_pct(t['hit_rate_steady']):>9}"
         f"{format_bytes(t['flash_bytes_per_token']):>11}{format_bytes(t['dram_bytes_per_token']):>11}"
     )
+    steady = t.get("steady_tokens", t["tokens"]) < t["tokens"] or not c["warmup"]
+    if steady:
+        over, rate = f"steady, after {c['warmup']} tokens", f"{t['tokens_per_s_steady']:.2f} tokens/s steady"
+    else:  # no token left after the warm-up: the "steady" figures are those of all tokens, and say so
+        over = f"all {t['tokens']} tokens; no steady state, as --warmup {c['warmup']} is not below them"
+        rate = f"{t['tokens_per_s_steady']:.2f} tokens/s without a steady state"
     lines += [
         "",
-        f"per token (steady, after {c['warmup']} tokens): DRAM {format_bytes(t['dram_bytes_per_token_steady'])} -> "
+        f"per token ({over}): DRAM {format_bytes(t['dram_bytes_per_token_steady'])} -> "
         f"{t['t_dram_ms_steady']:.2f} ms, Flash {format_bytes(t['flash_bytes_per_token_steady'])} -> "
         f"{t['t_flash_ms_steady']:.2f} ms"
         + (f", compute {t['t_compute_ms_steady']:.2f} ms" if t["t_compute_ms_steady"] else ""),
-        f"throughput  {t['tokens_per_s_steady']:.2f} tokens/s steady ({t['tokens_per_s']:.2f} over all tokens); "
+        f"throughput  {rate} ({t['tokens_per_s']:.2f} over all tokens); "
         f"MLP density {t['mlp_density']:.3f}; |h|^2 kept {100 * t['mass_kept']:.2f}%",
     ]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ Sizes: ``4GB`` (10^9 bytes), ``4GiB`` (2^30), ``512MB``, ``512MiB``, ``1.5TB``, 
 
 from __future__ import annotations
 
+import math
 import re
 
 from simcore.errors import ConfigError
@@ -23,6 +24,8 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+MAX_BYTES = 1e18
+"""Largest size accepted (1 EB): far beyond any device, small enough that byte counts stay exact."""
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
@@ -31,15 +34,22 @@ def parse_size(text: str | int | float, what: str = "size") -> int:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text < 0:
             raise ConfigError(f"{what} must not be negative, got {text}")
+        if not text < MAX_BYTES:  # also NaN and infinity
+            raise ConfigError(f"{what} must be a finite number of bytes below 10^18, got {text}")
         return int(text)
     m = _SIZE_RE.match(str(text))
     unit = m.group(2).lower() if m else None
+    if not m and str(text).strip().startswith("-"):
+        raise ConfigError(f"{what} must not be negative, got {text!r}")
     if not m or unit not in _UNITS:
         raise ConfigError(
             f"cannot read {what} {text!r}: write a number with a unit such as 4GB, 512MB or 4GiB "
             "(GB = 10^9 bytes, GiB = 2^30 bytes)"
         )
-    return int(round(float(m.group(1)) * _UNITS[unit]))
+    value = float(m.group(1)) * _UNITS[unit]
+    if not value < MAX_BYTES:  # 1e400 reads as inf
+        raise ConfigError(f"{what} {text!r} is too large: sizes go up to 1 EB (10^18 bytes)")
+    return int(round(value))
 
 
 def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
@@ -49,7 +59,10 @@ def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
     else:
         s = str(text).strip()
         if s.lower().endswith("/s"):
-            value = parse_size(s[:-2], what) / 1e9 if s[:-2].strip()[-1:].isalpha() else None
+            try:
+                value = parse_size(s[:-2], what) / 1e9 if s[:-2].strip()[-1:].isalpha() else None
+            except ConfigError:
+                value = float("inf") if _SIZE_RE.match(s[:-2]) else None  # a size too large to read
             if value is None:
                 raise ConfigError(
                     f"cannot read {what} {text!r}: write GB/s as a number (60) or with a unit (60GB/s, 500MB/s)"
@@ -61,8 +74,8 @@ def parse_bandwidth(text: str | int | float, what: str = "bandwidth") -> float:
                 raise ConfigError(
                     f"cannot read {what} {text!r}: write GB/s as a number (60) or with a unit (60GB/s, 500MB/s)"
                 ) from None
-    if not value > 0:
-        raise ConfigError(f"{what} must be positive, got {text!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{what} must be a positive, finite number of GB/s, got {text!r}")
     return value
 
 

@@ -179,13 +179,81 @@ def test_interrupt_leaves_no_trace(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_smollm2_traces_end_to_end_with_plausible_perplexity(tmp_path):
+def test_columns_x_h_records_only_x_and_h(tmp_path):
+    for family in ("llama", "phi3"):  # separate gate/up projections, and Phi-3's fused gate_up_proj
+        model = tiny_model(family)
+        ids = np.arange(3, 35)
+        path = trace_model(
+            model=model, token_ids=ids, tokens=32, seq_len=16, out=tmp_path / family, progress=False, columns="x,h"
+        )
+        r = TraceReader(path)
+        assert r.meta.columns == ["x", "h"] and r.methods() == ["dense", "dip", "dip-ca", "glu"]
+        assert r._open(1).schema_arrow.names == ["token_id", "position", "x", "h"]
+        full = trace_model(model=model, token_ids=ids, tokens=32, seq_len=16, out=tmp_path / "all", progress=False)
+        for layer in range(N_LAYERS):
+            a, b = r.read_layer(layer), TraceReader(full).read_layer(layer)
+            assert all(np.array_equal(a[c], b[c]) for c in ("x", "h"))
+
+
+def test_nan_activations_stop_the_trace_naming_layer_column_and_token(tmp_path):
+    model = tiny_model("llama")
+    calls = []
+
+    def poison(_module, args):  # the second window's token 5 gets a NaN in layer 1's GLU activation
+        calls.append(1)
+        if len(calls) == 2:
+            h = args[0].clone()
+            h[0, 5, 3] = float("nan")
+            return (h,)
+        return None
+
+    handle = model.model.layers[1].mlp.down_proj.register_forward_pre_hook(poison)
+    try:
+        with pytest.raises(SimcoreError) as e:
+            trace_model(
+                model=model, token_ids=np.arange(3, 43), tokens=40, seq_len=24, out=tmp_path / "t", progress=False
+            )
+    finally:
+        handle.remove()
+    msg = str(e.value)
+    assert all(w in msg for w in ("layer 1", "'h'", "token 29", "NaN")), msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trace_checks_every_setting_before_the_model_loads(tmp_path, monkeypatch):
+    import simcore.trace.tracer as tracer
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before a bad setting was found")
+
+    monkeypatch.setattr(tracer, "load_model", no_load)
+    (tmp_path / "file").write_text("")
+    for kwargs, words in (
+        ({"columns": "x,gate"}, "--columns"),
+        ({"columns": "x,h,z"}, "unknown column"),
+        ({"out": tmp_path / "file"}, "is a file"),
+        ({"out": tmp_path / "file" / "t"}, "is a file"),
+        ({"tokens": 0}, "--tokens"),
+        ({"seq_len": -1}, "--seq-len"),
+        ({"dtype": "int3"}, "--dtype"),
+        ({"text": tmp_path / "missing.txt"}, "missing.txt"),
+    ):
+        kwargs.setdefault("out", tmp_path / "t")
+        with pytest.raises(SimcoreError) as e:
+            trace_model(progress=False, **kwargs)
+        assert words in str(e.value) and "\n" not in str(e.value), (kwargs, str(e.value))
+
+
+def test_smollm2_traces_end_to_end_with_plausible_perplexity(tmp_path, capfd):
     pytest.importorskip("gguf")
     try:
         smollm2_gguf_path()
     except ConfigError as e:
         pytest.skip(str(e))
+    capfd.readouterr()
     path = trace_model(tokens=300, seq_len=128, out=tmp_path / "smol", progress=False)
+    err = capfd.readouterr().err
+    assert "GGUF" not in err and "%|" not in err, f"progress=False still drew a bar: {err[-300:]}"
     r = TraceReader(path)
     shape, preset = r.model, PRESETS["smollm2-135m"]
     assert (shape.n_layers, shape.d, shape.d_int, shape.n_heads, shape.n_kv_heads, shape.vocab, shape.tied) == (

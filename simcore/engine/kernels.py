@@ -83,6 +83,19 @@ def float_bits(typingctx, x):
     return types.uint32(x), codegen
 
 
+@intrinsic
+def trailing_zeros64(typingctx, x):
+    """The number of trailing zero bits of a uint64 (64 for 0): one ``tzcnt`` (x86) or ``rbit`` +
+    ``clz`` (aarch64)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.uint64(x), codegen
+
+
 FIRST_DIGIT_BITS = 11
 HIST_SIZE = 1 << FIRST_DIGIT_BITS
 STATE_SIZE = 3  # a kind's scalars: occupancy, the last token's use-count threshold and score pattern threshold
@@ -866,29 +879,138 @@ def replay_batch(
 
 
 @njit(**NJIT)
-def mask_batch(scores, hmag, has_mass, mode, k, thr, n_units, out_idx, out_used, out_kept, out_tot):
-    """Selections of a batch of tokens for masks that do not depend on the cache.
+def mask_bits_batch(scores, hmag, has_mass, mode, k, thr, n_units, j0, bits, out_used, out_kept, out_tot, out_mask):
+    """Selections of a batch of tokens for masks that do not depend on the cache, as bits of one chunk's
+    unit-major bitmap: token j of the chunk (j = j0 + i for the batch's token i) sets bit j % 64 of
+    ``bits[u, j // 64]`` for every unit u it uses and clears it for the others.
 
-    Writes the selections' unit indices back to back (ascending per token) into ``out_idx`` (int32,
-    length >= the indices written + U) and their sizes into ``out_used`` (int32[T_b]). Returns the
-    indices written, or -1 if ``out_idx`` would overflow (a top-k larger than k: NaN magnitudes).
+    Args:
+        bits: uint64[U, W], the chunk's bitmap (j0 + T_b <= 64 W).
+        out_used: int32[T_b] selection sizes; out_kept, out_tot: float64[T_b] (as ``replay_batch``).
+        out_mask: bool[T_b, U] receives the selections, or a (0, 0) array when they are not wanted.
+    Returns:
+        0, or -1 if a selection holds more units than its size says (a top-k of NaN magnitudes).
     """
     T = scores.shape[0]
     used, keys, cand, hist, wbuf, qbuf, state, dummy = _selection_scratch(n_units)
     in_cache = np.zeros(n_units, np.bool_)  # the masks do not look at it
+    word = np.empty(n_units, np.uint64)  # the bitmap's current column, held contiguous
+    keep_masks = out_mask.shape[0] > 0
     pthr = f16_pattern_at_most(thr)
-    pos = 0
+    one = np.uint64(1)
+    w_cur = -1
     for i in range(T):
         row = scores[i] if mode != MODE_ALL else dummy
         m = select_units(row, mode, k, pthr, False, 1.0, 0, 0, in_cache, used, keys, cand, hist, wbuf, qbuf, state)
         out_used[i] = m
         _mass(hmag[i], used, has_mass, wbuf, out_kept, out_tot, i)
-        if pos + n_units > out_idx.shape[0]:
+        if _equal_in(used, True) != m:
             return -1
-        for u in range(n_units):  # branch-free compaction: out_idx has n_units of slack
-            out_idx[pos] = u
-            pos += used[u]
-    return pos
+        j = j0 + i
+        w = j >> 6
+        if w != w_cur:  # one strided pass per 64 tokens; the per-token pass below is contiguous
+            if w_cur >= 0:
+                bits[:, w_cur] = word
+            word[:] = bits[:, w]
+            w_cur = w
+        b = np.uint64(j & 63)
+        clear = ~(one << b)
+        for u in range(n_units):
+            word[u] = (word[u] & clear) | (np.uint64(used[u]) << b)
+        if keep_masks:
+            out_mask[i, :] = used
+    if w_cur >= 0:
+        bits[:, w_cur] = word
+    return 0
+
+
+@njit(**NJIT)
+def first_uses(bits, c0, after, first):
+    """One chunk of the backward pass over unit-major bitmaps (the chunks taken last to first).
+
+    ``bits``: uint64[U, W], the chunk starting at token ``c0``. On entry ``first[u]`` (int64[U]) is unit
+    u's first use at or after the chunk's end (T, the trace's end, if none); it is copied to
+    ``after`` (int64[U]) and then becomes u's first use at or after ``c0``."""
+    n, W = bits.shape
+    for u in range(n):
+        after[u] = first[u]
+    for u in range(n):
+        row = bits[u]
+        for w in range(W):
+            x = row[w]
+            if x != 0:
+                first[u] = c0 + 64 * w + np.int64(trailing_zeros64(x))
+                break
+
+
+@njit(**NJIT)
+def transpose64(a):
+    """Transpose a 64 x 64 bit matrix in place: bit j of ``a[i]`` (uint64[64]) moves to bit i of
+    ``a[j]`` (bit 0 the least significant). Six rounds of 32 masked swaps (Hacker's Delight, 7-3)."""
+    j = 32
+    m = np.uint64(0x00000000FFFFFFFF)
+    while j != 0:
+        s = np.uint64(j)
+        k = 0
+        while k < 64:
+            t = ((a[k] >> s) ^ a[k + j]) & m
+            a[k] ^= t << s
+            a[k + j] ^= t
+            k = (k + j + 1) & ~j
+        j >>= 1
+        m ^= m << np.uint64(j)
+
+
+@njit(**NJIT)
+def masks_of_chunk(bits, after, c0, ptr, idx, nxt, by_token):
+    """A chunk's selections as CSR with next-use times, from its unit-major bitmap.
+
+    Args:
+        bits: uint64[U, W], the chunk's bitmap (bit j % 64 of ``bits[u, j // 64]``: token c0 + j uses u).
+        after: int64[U], each unit's first use at or after the chunk's end (T if none; ``first_uses``).
+        ptr: int64[C + 1], the CSR offsets of the chunk's C <= 64 W tokens (cumulative selection sizes).
+        by_token: uint64[C, ceil(U / 64)] scratch: the chunk's bitmap token-major.
+    Writes ``idx[ptr[j]:ptr[j + 1]]`` (int32), the units of token c0 + j in ascending order, and ``nxt``
+    (int32, one per access) the next token using each access's unit, as ``next_use_times`` gives it
+    for the whole trace. The bitmap is turned token-major by 64 x 64 bit transposes, so each token's
+    units are read off its own words in order and written sequentially; an access's next use is the
+    next set bit of its unit's row, almost always in the same word.
+    """
+    n, W = bits.shape
+    C = ptr.shape[0] - 1
+    nb = by_token.shape[1]
+    blk = np.empty(64, np.uint64)
+    one = np.uint64(1)
+    for ub in range(nb):
+        m = min(64, n - 64 * ub)
+        for w in range(W):
+            for i in range(m):
+                blk[i] = bits[64 * ub + i, w]
+            blk[m:] = 0
+            transpose64(blk)
+            for j in range(min(64, C - 64 * w)):
+                by_token[64 * w + j, ub] = blk[j]
+    for j in range(C):
+        s = ptr[j]
+        jw = j >> 6
+        jb = np.uint64(j & 63)
+        for ub in range(nb):
+            x = by_token[j, ub]
+            while x != 0:
+                u = 64 * ub + np.int64(trailing_zeros64(x))
+                idx[s] = np.int32(u)
+                later = (bits[u, jw] >> jb) >> one  # the row's bits after token c0 + j, in this word
+                if later != 0:
+                    nu = c0 + j + 1 + np.int64(trailing_zeros64(later))
+                else:
+                    nu = after[u]
+                    for w in range(jw + 1, W):
+                        if bits[u, w] != 0:
+                            nu = c0 + 64 * w + np.int64(trailing_zeros64(bits[u, w]))
+                            break
+                nxt[s] = np.int32(nu)
+                s += 1
+                x &= x - one
 
 
 @njit(**NJIT)
@@ -912,6 +1034,14 @@ def next_use_times(idx, ptr, n_units):
 def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw, out_hits):
     """Run precomputed selections (CSR ``idx``/``ptr``, next-use per access ``nxt``) through one cache.
     ``out_hits``: int32[T]."""
+    replay_masks_at(idx, ptr, nxt, 0, cap, in_cache, count, last, next_use, state, pw, out_hits)
+
+
+@njit(**NJIT)
+def replay_masks_at(idx, ptr, nxt, t0, cap, in_cache, count, last, next_use, state, pw, out_hits):
+    """``replay_masks`` for tokens t0, t0 + 1, ... of a longer trace (CSR ``idx``/``ptr`` of these
+    tokens only): the cache state (``in_cache`` ... ``state``) carries over from the call for the
+    tokens before, so a trace replayed chunk by chunk gives the hits of one call over all of it."""
     T = ptr.shape[0] - 1
     n = in_cache.shape[0]
     used = np.zeros(n, np.bool_)
@@ -927,7 +1057,7 @@ def replay_masks(idx, ptr, nxt, cap, in_cache, count, last, next_use, state, pw,
             used[u] = True
             next_use[u] = nt[a]
         out_hits[t] = cache_step(
-            used, it.shape[0], t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, sbuf
+            used, it.shape[0], t0 + t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, sbuf
         )
         for a in range(it.shape[0]):
             used[it[a]] = False
@@ -1147,7 +1277,7 @@ def lru_multi_batch(
     out_tot,
 ):
     """A batch of tokens of one (layer, kind) under LRU at several capacities at once, for masks that
-    do not depend on the cache: each token's selection (as ``mask_batch``) goes straight into
+    do not depend on the cache: each token's selection (as ``mask_bits_batch``) goes straight into
     ``lru_multi_step``, with no index list in between. ``last`` (int32[U]) and ``lstate``
     (int64[B + 1]) carry the recency state from batch to batch; ``out_hits`` int32[B, T_b], row
     ``order[b]`` for capacity ``caps_sorted[b]``; the other outputs as in ``replay_batch``."""
@@ -1175,22 +1305,31 @@ def lru_multi_batch(
 def lru_stack_hits(idx, ptr, n_units, caps, out_hits):
     """LRU hits of precomputed selections (CSR ``idx``/``ptr``) at every capacity in ``caps``
     (int64[B]) at once: ``out_hits`` int32[B, T]. See ``lru_multi_step``."""
-    T = ptr.shape[0] - 1
-    B = caps.shape[0]
     order = np.argsort(caps, kind="mergesort")
-    caps_sorted = caps[order]
     last = np.full(n_units, -1, np.int32)
+    lstate = np.zeros(caps.shape[0] + 1, np.int64)
+    lru_stack_hits_at(idx, ptr, 0, caps[order], order, last, lstate, out_hits)
+
+
+@njit(**NJIT)
+def lru_stack_hits_at(idx, ptr, t0, caps_sorted, order, last, lstate, out_hits):
+    """``lru_stack_hits`` for tokens t0, t0 + 1, ... of a longer trace (CSR of these tokens only), the
+    recency state ``last`` (int32[U], -1 = never used) and ``lstate`` (int64[B + 1]) carried over from
+    the tokens before (see ``lru_multi_step``); ``caps_sorted`` ascending, ``order`` its argsort:
+    ``out_hits[order[b]]`` (int32[B, T_c]) are the hits at capacity ``caps_sorted[b]``."""
+    T = ptr.shape[0] - 1
+    B = caps_sorted.shape[0]
+    n_units = last.shape[0]
     ulast = np.empty(n_units, np.int32)
     used = np.zeros(n_units, np.bool_)
     scratch = np.empty((3, B), np.int64)
     ccount = np.empty((2, n_units // CHUNK + 1), np.int32)
-    lstate = np.zeros(B + 1, np.int64)
     col = np.empty(B, np.int64)
     for t in range(T):
         it = idx[ptr[t] : ptr[t + 1]]
         for a in range(it.shape[0]):
             used[it[a]] = True
-        lru_multi_step(used, t, last, ulast, caps_sorted, order, scratch, ccount, lstate, col)
+        lru_multi_step(used, t0 + t, last, ulast, caps_sorted, order, scratch, ccount, lstate, col)
         for b in range(B):
             out_hits[b, t] = col[b]
         for a in range(it.shape[0]):

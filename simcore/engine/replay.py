@@ -2,8 +2,9 @@
 bytes, and turn them into tokens per second (DESIGN.md). Public entry point: :func:`replay`.
 
 The trace is streamed one layer at a time, ``batch_tokens`` rows at a time; each (layer, kind)
-keeps its cache state between batches. Belady needs the future, so it first computes a layer's
-masks (cache-independent by definition), then its next-use times, then replays them.
+keeps its cache state between batches. Belady needs the future, so it first collects a layer's
+masks (cache-independent by definition) as bitmaps (``maskstore``), then replays them chunk by
+chunk, each chunk's next-use times read off the bitmaps.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from simcore import __version__, methods, policies
 from simcore.device import Device, load_device, override
 from simcore.engine import kernels as K
+from simcore.engine.maskstore import CHUNK_TOKENS, SPILL_BYTES, MaskStore
 from simcore.errors import ConfigError, TraceError
 from simcore.memory import MemoryPlan, Quant, plan, pruned_cost
 from simcore.trace.format import TraceReader
@@ -32,7 +34,7 @@ DEFAULT_MODEL = "smollm2-135m"
 class ReplayConfig(BaseModel):
     """Every setting of a replay; the descriptions are what ``simcore replay --help`` shows."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     trace: str | None = Field(default=None, description="trace directory (default: traces/<model>)")
     model: str | None = Field(
@@ -101,8 +103,18 @@ class ReplayConfig(BaseModel):
         try:
             return Quant(bits=self.bits, group_size=self.group_size, scale_bits=self.scale_bits, kv_bits=self.kv_bits)
         except ValidationError as e:
-            err = e.errors()[0]
-            raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+            raise ConfigError(describe_validation(e)) from None
+
+
+def describe_validation(e: ValidationError) -> str:
+    """One line for the first error of a settings model: the option, what is wrong, the value given."""
+    err = e.errors()[0]
+    loc = err["loc"]
+    option = "--" + str(loc[0]).replace("_", "-") if loc else "settings"
+    got = f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown setting {option}"
+    return f"{option}: {err['msg']}{got}"
 
 
 @dataclass
@@ -125,8 +137,14 @@ class ReplayResult:
             "layers": self.layers,
         }
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should know about how the request was served (e.g. no steady state)."""
+        return list(self.config.get("warnings") or [])
+
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        """Strict JSON: a non-finite number (no such value in JSON) is written as null."""
+        return json.dumps(_finite(self.to_dict()), indent=2, allow_nan=False)
 
     def table(self) -> str:
         from simcore.report_text import replay_table
@@ -137,6 +155,16 @@ class ReplayResult:
         from simcore.results import write_replay_parquet
 
         write_replay_parquet(self, path)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def resolve_trace_path(trace: str | None, model: str | None) -> Path:
@@ -160,8 +188,7 @@ def _config(config: ReplayConfig | None, settings: dict) -> ReplayConfig:
     try:
         return ReplayConfig(**settings)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise ConfigError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        raise ConfigError(describe_validation(e)) from None
 
 
 def replay(config: ReplayConfig | None = None, progress: bool = False, **settings) -> ReplayResult:
@@ -197,7 +224,15 @@ def replay_drams(
             "drop one of --trace/--model or trace that model"
         )
     setting = resolve_setting(cfg, shape, drams)
+    kinds = setting.selection.kinds
+    reader.check_columns(
+        sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set())),
+        f"method {cfg.method}",
+    )
     T = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
+    notes = []
+    if cfg.tokens is not None and cfg.tokens > reader.n_tokens:
+        notes.append(f"--tokens {cfg.tokens} is more than the trace's {reader.n_tokens} tokens; replayed all {T}")
     if T == 0:
         raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
     if T >= 2**31:
@@ -239,7 +274,12 @@ def replay_drams(
     else:
         pool = None
         results = (work(layer) for layer in range(shape.n_layers))
-    source = {"trace": str(reader.path), "trace_source": reader.meta.source, "trace_tokens": reader.n_tokens}
+    source = {
+        "trace": str(reader.path),
+        "trace_source": reader.meta.source,
+        "trace_tokens": reader.n_tokens,
+        "warnings": notes,
+    }
     try:
         return summarise_layers(cfg, shape, setting, drams, results, T, source)
     finally:
@@ -247,6 +287,37 @@ def replay_drams(
             pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
+
+
+CACHE_AWARE_OPTIONS = {"gamma": 1.0, "fixed_top_n": 0, "gamma_warmup": 0, "approx_m": 0.0}
+"""dip-ca's options and their neutral values: another method given one of them at another value is an error."""
+
+
+def _refuse_ignored_options(cfg: ReplayConfig, aware: bool, has_split: bool) -> None:
+    """No option is silently ignored: settings given explicitly that the method would not use are errors
+    (a neutral value, e.g. gamma 1 for dip, is accepted, so that grids can hold it)."""
+    given = cfg.model_fields_set
+    if not aware:
+        ignored = [f for f, neutral in CACHE_AWARE_OPTIONS.items() if f in given and getattr(cfg, f) != neutral]
+        if ignored:
+            flags = ", ".join("--" + f.replace("_", "-") for f in ignored)
+            raise ConfigError(
+                f"{flags} {'applies' if len(ignored) == 1 else 'apply'} only to cache-aware masking (dip-ca); "
+                f"method {cfg.method} would ignore {'it' if len(ignored) == 1 else 'them'}: drop "
+                f"{'it' if len(ignored) == 1 else 'them'} or use --method dip-ca"
+            )
+    if not has_split:
+        ignored = [f for f in ("rho_in", "rho_d") if f in given and getattr(cfg, f) is not None]
+        if ignored:
+            flags = ", ".join("--" + f.replace("_", "-") for f in ignored)
+            raise ConfigError(
+                f"{flags} {'applies' if len(ignored) == 1 else 'apply'} only to dip and dip-ca; "
+                f"method {cfg.method} has no input/down split"
+            )
+    if cfg.method == "dense" and "density" in given and cfg.density != 1:
+        raise ConfigError(
+            f"method dense uses every weight (density 1); drop --density {cfg.density:g} or pick a method"
+        )
 
 
 @dataclass
@@ -268,8 +339,13 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
     policy = policies.load(cfg.policy)
     selection = methods.resolve(cfg.method, shape, cfg.density, rho_in=cfg.rho_in, rho_d=cfg.rho_d)
     aware = any(k.cache_aware for k in selection.kinds)
+    _refuse_ignored_options(cfg, aware, "rho_in" in selection.detail)
     if aware and not 0 < cfg.gamma <= 1:
         raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
+    if 0 < cfg.approx_m <= 1:
+        raise ConfigError(
+            f"--approx-m must be 0 (off) or above 1 (select from the top approx_m * k units), got {cfg.approx_m:g}"
+        )
     cache_dependent = aware and (cfg.gamma < 1 or cfg.approx_m > 1)
     if policy.NEEDS_FUTURE and cache_dependent:
         raise ConfigError(
@@ -278,9 +354,14 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
         )
     budgets = []
     for dram in drams:
-        b = parse_size(dram, "--dram") if dram is not None else int((device.dram_budget_gb or 0) * 1e9)
-        if b <= 0:
-            raise ConfigError(f"device {device.name} has no dram_budget_gb; give --dram (e.g. --dram 4GB)")
+        if dram is None:
+            b = int((device.dram_budget_gb or 0) * 1e9)
+            if b <= 0:
+                raise ConfigError(f"device {device.name} has no dram_budget_gb; give --dram (e.g. --dram 4GB)")
+        else:
+            b = parse_size(dram, "--dram")
+            if b <= 0:
+                raise ConfigError(f"--dram must be positive, got {dram!r}: it is the DRAM the model may use (e.g. 4GB)")
         budgets.append(b)
     quant = cfg.quant()
     split = tuple(cfg.kind_split) if cfg.kind_split else None
@@ -351,6 +432,7 @@ def _replay_layer_shared(reader, layer, T, selection, mems: list[MemoryPlan], cf
         used, _, kept, tot = sim.finish_masks()
         caps = np.array([mem.kinds[ki].capacity for mem in mems], np.int64)
         out.append((used, sim.hits_at(caps, policy), kept, tot))
+        sim.close()
     return out
 
 
@@ -370,6 +452,11 @@ class KindSim:
     Feed token batches in order with :meth:`feed`; :meth:`finish` returns per-token arrays of shape (T,):
     ``used`` (units selected), ``hits``, ``kept`` and ``tot`` (|h|^2 of selected and all units).
     Policies that need the future collect the masks and replay them in :meth:`finish`.
+
+    Memory: O(U) for the cache plus 24 bytes per token for the outputs; policies that need the future
+    add the collected masks, a bitmap of about U * T / 8 * (1 + 64 / ``mask_chunk``) bytes (0.156 U T
+    at the default chunk; in a temporary file when over ``spill_bytes``), and while replaying, one
+    chunk of ``mask_chunk`` tokens as index lists (8 bytes per selected unit). See ``maskstore``.
     """
 
     def __init__(
@@ -388,6 +475,8 @@ class KindSim:
         approx_m: int = 0,
         mass: bool = False,
         caps: np.ndarray | None = None,
+        mask_chunk: int = CHUNK_TOKENS,
+        spill_bytes: int = SPILL_BYTES,
     ):
         pol = policies.load(policy) if isinstance(policy, str) else policy
         cap = 0 if getattr(pol, "NO_CACHE", False) else min(cap, n_units)
@@ -405,10 +494,8 @@ class KindSim:
         self.state = np.zeros(K.STATE_SIZE, np.int64)
         self.used, self.hits = np.zeros(T, np.int32), np.zeros(T, np.int32)
         self.kept, self.tot = np.zeros(T), np.zeros(T)
-        self._masks: list[np.ndarray] = []
-        self._idx_all: np.ndarray | None = None  # top-k masks of policies that need the future
-        self._n_idx = 0
         self.caps = None
+        self.collected: MaskStore | None = None  # the collected masks of policies that need the future
         if caps is not None:  # LRU at several capacities at once (cache-independent masks)
             if pol is not policies.load("lru") or (aware and (gamma < 1 or approx_m > k)):
                 raise ConfigError("several capacities at once need LRU and masks that do not depend on the cache")
@@ -418,6 +505,8 @@ class KindSim:
             self.hits_multi = np.zeros((len(self.caps), T), np.int32)
             self._last_multi = np.full(n_units, -1, np.int32)
             self._lstate_multi = np.zeros(len(self.caps) + 1, np.int64)
+        elif self.future:
+            self.collected = MaskStore(n_units, T, mask_chunk, spill_bytes)
 
     @classmethod
     def for_kind(
@@ -477,31 +566,28 @@ class KindSim:
             )
             self.hits_multi[:, sl] = hits
         elif self.future:
-            if self.mode == K.MODE_TOPK:  # k a token: one buffer for the whole trace, filled in place
-                if self._idx_all is None:
-                    self._idx_all = np.empty(self.T * min(max(self.k, 0), self.n) + self.n, np.int32)
-                idx = self._idx_all[self._n_idx :]
-            else:
-                idx = np.empty(nb * self.n + self.n, np.int32)
-            n_idx = K.mask_batch(
-                *selection,
-                idx,
-                self.used[sl],
-                self.kept[sl],
-                self.tot[sl],
-            )
-            if n_idx < 0:
-                raise TraceError(
-                    f"a top-{self.k} selection of {self.n} units came out larger than {self.k}: the "
-                    "magnitudes hold NaN; re-create the trace from a model run without NaN activations"
+            none = np.zeros((0, 0), np.bool_)
+            for c, j0, a, b in self.collected.spans(t0, nb):
+                status = K.mask_bits_batch(
+                    scores[a:b],
+                    hm[a:b],
+                    self.mass,
+                    self.mode,
+                    self.k,
+                    self.thr,
+                    self.n,
+                    j0,
+                    self.collected.bits(c),
+                    self.used[t0 + a : t0 + b],
+                    self.kept[t0 + a : t0 + b],
+                    self.tot[t0 + a : t0 + b],
+                    none if masks is None else masks[a:b],
                 )
-            if self._idx_all is not None:
-                self._n_idx += n_idx
-            else:
-                self._masks.append(idx[:n_idx])  # a view: concatenated once in finish_masks
-            if masks is not None:
-                masks[:] = False
-                masks[np.repeat(np.arange(nb), self.used[sl]), idx[:n_idx]] = True
+                if status < 0:
+                    raise TraceError(
+                        f"a top-{self.k} selection of {self.n} units came out larger than {self.k}: the "
+                        "magnitudes hold NaN; re-create the trace from a model run without NaN activations"
+                    )
         else:
             K.replay_batch(
                 scores,
@@ -537,64 +623,75 @@ class KindSim:
             return self.used, self.hits_multi, self.kept, self.tot
         if self.future:
             self.finish_masks()
-            nxt = K.next_use_times(self.idx, self.ptr, self.n)
-            K.replay_masks(
-                self.idx,
-                self.ptr,
-                nxt,
-                self.cap,
-                self.in_cache,
-                self.count,
-                self.last,
-                self.next_use,
-                self.state,
-                self.pw,
-                self.hits,
-            )
+            if self.cap > 0:  # no cache, no hits
+                for c0, idx, ptr, nxt in self.collected.chunks(self.used):
+                    K.replay_masks_at(
+                        idx,
+                        ptr,
+                        nxt,
+                        c0,
+                        self.cap,
+                        self.in_cache,
+                        self.count,
+                        self.last,
+                        self.next_use,
+                        self.state,
+                        self.pw,
+                        self.hits[c0 : c0 + len(ptr) - 1],
+                    )
+            self.close()
         return self.used, self.hits, self.kept, self.tot
 
     def finish_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Collect the masks fed so far (policies with future knowledge collect instead of caching) as
-        CSR ``self.idx`` / ``self.ptr``; returns (used, hits, kept, tot)."""
-        if self._idx_all is not None:
-            self.idx = self._idx_all[: self._n_idx]
-        elif self._masks or not hasattr(self, "idx"):
-            self.idx = np.concatenate(self._masks) if self._masks else np.empty(0, np.int32)
-            self._masks = []
-        self.ptr = np.zeros(self.T + 1, np.int64)
-        np.cumsum(self.used, out=self.ptr[1:])
+        """End the collection of the masks fed so far (policies with future knowledge collect instead of
+        caching): ``self.collected`` then reads them back chunk by chunk; returns (used, hits, kept, tot)."""
+        if self.collected is None:
+            raise ValueError("only a KindSim whose policy needs the future collects masks")
+        self.collected.finalize()
         return self.used, self.hits, self.kept, self.tot
+
+    def close(self) -> None:
+        """Release the collected masks (and their temporary file, if any)."""
+        if self.collected is not None:
+            self.collected.close()
 
     def hits_at(self, caps: np.ndarray, policy) -> np.ndarray:
         """Hits per token (B, T) of the collected masks at each capacity in ``caps`` under ``policy``:
         one recency state for LRU (a stack algorithm: the cache of capacity C is always the C most
         recent units, ties to the higher index; see ``kernels.lru_multi_step``), one cache run per
-        capacity otherwise."""
+        capacity otherwise; the masks are read back one chunk at a time, each state carried over."""
         pol = policies.load(policy) if isinstance(policy, str) else policy
         caps = np.minimum(np.asarray(caps, np.int64), self.n)
         out = np.zeros((len(caps), self.T), np.int32)
         if getattr(pol, "NO_CACHE", False):
             return out
+        self.finish_masks()
+        n = self.n
         if pol is policies.load("lru"):
-            K.lru_stack_hits(self.idx, self.ptr, self.n, caps, out)
+            order = np.argsort(caps, kind="mergesort")
+            caps_sorted = np.ascontiguousarray(caps[order])
+            last, lstate = np.full(n, -1, np.int32), np.zeros(len(caps) + 1, np.int64)
+            for c0, idx, ptr, _ in self.collected.chunks(self.used):
+                K.lru_stack_hits_at(idx, ptr, c0, caps_sorted, order, last, lstate, out[:, c0 : c0 + len(ptr) - 1])
             return out
         pw = K.priority_weights(pol.weights(self.T), self.T)
-        nxt = K.next_use_times(self.idx, self.ptr, self.n) if pol.NEEDS_FUTURE else np.zeros(len(self.idx), np.int32)
-        n = self.n
-        for b, cap in enumerate(caps):
-            K.replay_masks(
-                self.idx,
-                self.ptr,
-                nxt,
-                int(cap),
+        caches = [  # one cache per capacity, each carried from chunk to chunk
+            (
                 np.zeros(n, np.bool_),
                 np.zeros(n, np.int32),
                 np.zeros(n, np.int32),
                 np.full(n, K.NEVER, np.int32),
                 np.zeros(K.STATE_SIZE, np.int64),
-                pw,
-                out[b],
             )
+            for _ in caps
+        ]
+        for c0, idx, ptr, nxt in self.collected.chunks(self.used):
+            c1 = c0 + len(ptr) - 1
+            if not pol.NEEDS_FUTURE:
+                nxt = np.zeros_like(nxt)  # a policy without future knowledge sees no next uses
+            for b, cap in enumerate(caps):
+                if cap > 0:  # no cache, no hits
+                    K.replay_masks_at(idx, ptr, nxt, c0, int(cap), *caches[b], pw, out[b, c0:c1])
         return out
 
 
@@ -769,8 +866,13 @@ def _summarise(
     density_tok = mlp_weights_tok / (shape.n_layers * shape.mlp_params_per_layer)
     sp = shape.static_params
     static_weights = sp.attention + sp.other + (sp.embedding if shape.tied else sp.lm_head)
-    w = min(cfg.warmup, T - 1) if T > cfg.warmup else None
-    steady = slice(cfg.warmup, T) if w is not None else slice(0, T)
+    steady = slice(cfg.warmup, T) if T > cfg.warmup else slice(0, T)
+    warnings = list(source.get("warnings") or [])
+    if steady.start == 0 and cfg.warmup > 0:
+        warnings.append(
+            f"--warmup {cfg.warmup} is not below the {T} tokens replayed, so there is no steady state: the "
+            f"steady-state figures cover all {T} tokens; give --warmup below {T}"
+        )
 
     def timing(sl: slice) -> dict:
         ops = 2 * (static_weights + float(mlp_weights_tok[sl].mean()))  # a multiply and an add per weight
@@ -813,6 +915,7 @@ def _summarise(
     resolved.update(
         {
             **source,
+            "warnings": warnings,
             "model": shape.name,
             "device": device.model_dump(),
             "dram_bytes": dram_budget,

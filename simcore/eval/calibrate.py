@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from simcore.errors import ConfigError
-from simcore.results import atomic_write_bytes
+from simcore.results import atomic_write_bytes, strict_json
 
 DEFAULT_DIR = Path("calibration")
 """Where calibrations are saved and looked up (relative to the working directory; SIMCORE_CALIBRATION
@@ -71,15 +71,32 @@ def calibrate(
     save: bool = True,
     model_path: str | None = None,
     log=print,
+    progress: bool = False,
 ) -> dict:
     """Evaluate dip at each candidate split of each density on calibration text (``tokens`` tokens from
     ``offset``: keep it disjoint from evaluation text) and keep the split of lowest perplexity. Saves
-    ``calibration/<model>.json`` atomically when ``save``. Returns the calibration as a dict."""
-    from simcore.eval.evaluate import evaluate
+    ``calibration/<model>.json`` atomically when ``save``. Returns the calibration as a dict.
+    Every setting is checked before the model is loaded; ``progress`` shows the loader's bars."""
+    from simcore.eval.evaluate import check_counts, evaluate
+    from simcore.results import check_output
     from simcore.trace.registry import load_model
+    from simcore.trace.registry import resolve as model_source
+    from simcore.trace.text import load_text
 
+    if not densities:
+        raise ConfigError("--densities is empty; give target densities such as 0.4,0.5")
+    for density in densities:
+        if not 0 < density <= 1:
+            raise ConfigError(f"--densities: {density} is not in (0, 1]")
+    if candidates < 1:
+        raise ConfigError(f"--candidates must be at least 1, got {candidates}")
+    check_counts(tokens, seq_len, offset, 0, offset + tokens)
+    load_text(text=text, dataset=dataset)  # a missing file or data set, before the model load
     if isinstance(model, str):
-        lm = load_model(model, model_path=model_path, progress=False)
+        model_source(model, model_path)
+        if save:
+            check_output(calibration_file(name or model), "calibration file")
+        lm = load_model(model, model_path=model_path, progress=progress)
         net, tok, name = lm.model, lm.tokenizer, name or lm.name
     else:
         net, tok = model, tokenizer
@@ -87,8 +104,6 @@ def calibrate(
             raise ConfigError("calibrate(model=<loaded model>) needs tokenizer= and name=")
     splits = []
     for density in densities:
-        if not 0 < density <= 1:
-            raise ConfigError(f"--densities: {density} is not in (0, 1]")
         tried = []
         for rho_in, rho_d in candidate_splits(density, candidates):
             r = evaluate(
@@ -133,6 +148,6 @@ def calibrate(
     }
     if save:
         path = calibration_file(name)
-        atomic_write_bytes(path, json.dumps(result, indent=2).encode())
+        atomic_write_bytes(path, strict_json(result, indent=2).encode())
         result["path"] = str(path)
     return result

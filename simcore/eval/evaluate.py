@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from simcore.engine.replay import KindSim, ReplayConfig, ReplayResult, resolve_setting, summarise_layers
+from simcore.engine.replay import KindSim, ReplayConfig, ReplayResult, _config, resolve_setting, summarise_layers
 from simcore.errors import ConfigError
 
 FP16_MAX = 65504.0
@@ -137,6 +137,72 @@ def _cats_thresholds(model, layers, windows, fraction: float) -> list[float]:
     return [float(np.quantile(np.concatenate(v), 1.0 - fraction)) for v in values]
 
 
+def check_counts(tokens: int, seq_len: int, offset: int, calib_tokens: int, calib_offset: int) -> None:
+    """The token counts and ranges of an evaluation: enough tokens to score, calibration disjoint."""
+    if tokens < 2:
+        raise ConfigError(
+            f"--tokens {tokens} is too few to score: perplexity needs at least 2 tokens "
+            "(the first token of a window is only context)"
+        )
+    if seq_len < 2:
+        raise ConfigError(f"--seq-len {seq_len} is too short: a window needs at least 2 tokens to predict one")
+    for flag, v in (("--offset", offset), ("--calib-tokens", calib_tokens), ("--calib-offset", calib_offset)):
+        if v < 0:
+            raise ConfigError(f"{flag} must not be negative, got {v}")
+    if offset < calib_offset + calib_tokens and calib_offset < offset + tokens:
+        raise ConfigError(
+            f"evaluation tokens [{offset}, {offset + tokens}) overlap calibration tokens "
+            f"[{calib_offset}, {calib_offset + calib_tokens}); move --offset or --calib-offset"
+        )
+
+
+def _check_split_overlap(selection, model_name: str, offset: int, tokens: int) -> None:
+    """A calibrated dip split must come from text other than the evaluated tokens."""
+    if str(selection.detail.get("split", "")).startswith("calibrated"):
+        from simcore.eval.calibrate import calibration_file
+
+        a, b = json_tokens(calibration_file(model_name))
+        if a < offset + tokens and offset < b:
+            raise ConfigError(
+                f"the dip split in {calibration_file(model_name)} was calibrated on tokens [{a}, {b}), which overlap "
+                f"the evaluation tokens [{offset}, {offset + tokens}); move --offset or give --rho-in/--rho-d"
+            )
+
+
+def _check_pruned(pruned: str, offset: int, tokens: int) -> None:
+    """A ``simcore prune`` output that exists and was calibrated on other tokens than the evaluated ones."""
+    import json
+    from pathlib import Path
+
+    from simcore.memory import pruned_cost
+
+    pruned_cost(pruned)  # a readable manifest
+    cal = json.loads((Path(pruned) / "manifest.json").read_text()).get("calibration") or {}
+    a, b = cal.get("tokens", [0, 0])
+    if a < offset + tokens and offset < b:
+        raise ConfigError(
+            f"--pruned {pruned} was calibrated on tokens [{a}, {b}), which overlap the evaluation tokens "
+            f"[{offset}, {offset + tokens}); move --offset or re-prune with another --calib-offset"
+        )
+
+
+def check_setting(
+    model: str, cfg: ReplayConfig, model_path: str | None = None, offset: int = 0, tokens: int = 1
+) -> None:
+    """Resolve ``cfg`` (device, method, density, gamma, policy, DRAM budget, quantization, kind split)
+    against the model's shape preset, without loading the model, so that a bad setting fails in
+    milliseconds rather than after the model load. A model without a preset (a Hugging Face id, a local
+    directory) is checked against a one-unit stand-in shape: everything but the budget's size."""
+    from simcore.models import PRESETS, shape_from_dims
+
+    shape = PRESETS.get(model) if model_path is None else None
+    if shape is None:
+        shape = shape_from_dims(model, "llama", 1, 1, 1, 1, 1, 1, True)
+        cfg = cfg.model_copy(update={"pruned": None, "context": 0})
+    setting = resolve_setting(cfg, shape, [cfg.dram])
+    _check_split_overlap(setting.selection, shape.name, offset, tokens)
+
+
 def evaluate(
     model: str | Any = "smollm2-135m",
     config: ReplayConfig | None = None,
@@ -169,25 +235,31 @@ def evaluate(
             weights (in place) before the dynamic method runs on top of them.
     Returns an EvalResult whose ``replay`` holds the exact cache metrics of the scored run.
     """
+    from simcore.trace.text import load_text, token_windows
+
+    cfg = _config(config, settings)
+    if pruned is not None:
+        cfg = cfg.model_copy(update={"pruned": str(pruned)})
+    # every check that needs no weights comes first: a model load takes 10-20 s
+    check_counts(tokens, seq_len, offset, calib_tokens, calib_offset)
+    if pruned is not None:
+        _check_pruned(pruned, offset, tokens)
+    if isinstance(model, str):
+        check_setting(model, cfg, model_path, offset, tokens)
+    source = load_text(text=text, dataset=dataset)
+    if isinstance(model, str):
+        from simcore.trace.registry import resolve as model_source
+
+        model_source(model, model_path)  # an unknown name or a missing --model-path, before anything is read
+
     import torch
     import torch.nn.functional as F
 
     from simcore.trace.registry import decoder_layers, load_model
-    from simcore.trace.text import load_text, token_windows
     from simcore.trace.tracer import model_shape
 
-    cfg = config or ReplayConfig(**settings)
-    if pruned is not None:
-        cfg = cfg.model_copy(update={"pruned": str(pruned)})
-    if tokens <= 0:
-        raise ConfigError(f"--tokens must be positive, got {tokens}")
-    if offset < calib_offset + calib_tokens and calib_offset < offset + tokens:
-        raise ConfigError(
-            f"evaluation tokens [{offset}, {offset + tokens}) overlap calibration tokens "
-            f"[{calib_offset}, {calib_offset + calib_tokens}); move --offset or --calib-offset"
-        )
     if isinstance(model, str):
-        lm = load_model(model, model_path=model_path, progress=progress)
+        lm = load_model(model, model_path=model_path, progress=progress)  # progress=False: no loader bars either
         net, tok, name = lm.model, lm.tokenizer, lm.name
     else:
         net, tok = model, tokenizer
@@ -195,23 +267,9 @@ def evaluate(
         if tok is None:
             raise ConfigError("evaluate(model=<loaded model>) needs tokenizer=")
     if pruned is not None:
-        from pathlib import Path
-
         from simcore.prune.api import apply_masks, load_masks
 
-        if not (Path(pruned) / "manifest.json").is_file():
-            raise ConfigError(f"--pruned {pruned}: not a `simcore prune` output (no manifest.json there)")
-        import json
-
-        cal = json.loads((Path(pruned) / "manifest.json").read_text()).get("calibration") or {}
-        a, b = cal.get("tokens", [0, 0])
-        if a < offset + tokens and offset < b:
-            raise ConfigError(
-                f"--pruned {pruned} was calibrated on tokens [{a}, {b}), which overlap the evaluation tokens "
-                f"[{offset}, {offset + tokens}); move --offset or re-prune with another --calib-offset"
-            )
         apply_masks(net, load_masks(pruned))
-    source = load_text(text=text, dataset=dataset)
     windows = token_windows(tok, source.text, tokens, seq_len, offset)
     T = int(sum(len(w) for w in windows))
     if T < tokens:
@@ -219,15 +277,7 @@ def evaluate(
     shape = model_shape(net, name)
     setting = resolve_setting(cfg, shape, [cfg.dram])
     selection, mem = setting.selection, setting.mems[0]
-    if str(selection.detail.get("split", "")).startswith("calibrated"):
-        from simcore.eval.calibrate import calibration_file
-
-        a, b = json_tokens(calibration_file(shape.name))
-        if a < offset + tokens and offset < b:
-            raise ConfigError(
-                f"the dip split in {calibration_file(shape.name)} was calibrated on tokens [{a}, {b}), which overlap "
-                f"the evaluation tokens [{offset}, {offset + tokens}); move --offset or give --rho-in/--rho-d"
-            )
+    _check_split_overlap(selection, shape.name, offset, tokens)
     layers = decoder_layers(net)
     thresholds = [0.0] * len(layers)
     if any(k.mode == "threshold" for k in selection.kinds):
@@ -275,7 +325,9 @@ def evaluate(
         per_layer.append([(u, h[None], kp, tt) for u, h, kp, tt in (s.finish() for s in row)])
     info = {"trace": f"eval:{name}", "trace_source": source.name, "trace_tokens": T}
     result = summarise_layers(cfg, shape, setting, [cfg.dram], per_layer, T, info)[0]
-    ppl = float(np.exp(nll / n_pred)) if n_pred else float("nan")
+    if not n_pred:
+        raise ConfigError(f"no token was scored: every window of {seq_len} tokens holds a single token")
+    ppl = float(np.exp(nll / n_pred))
     text_info = {
         "source": source.name,
         "eval_tokens": [offset, offset + T],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import shutil
 import time
@@ -140,18 +141,41 @@ def mask_accounting(
     return per, totals
 
 
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an output directory that cannot be written or that holds something else
+    than an earlier ``simcore prune`` output (which would be replaced)."""
+    from simcore.results import check_output, output_error
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory for the masks and manifest")
+    if out.is_dir():
+        if any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+            raise ConfigError(
+                f"--out {out} is a directory that is not a `simcore prune` output; it would be replaced, "
+                "so give a new directory"
+            )
+        if not os.access(out.parent, os.W_OK):
+            raise output_error(out, PermissionError(13, "Permission denied"), "--out")
+        return
+    check_output(out)
+
+
 def _write_atomically(out: Path, masks: dict[str, np.ndarray], manifest: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from simcore.results import output_error, strict_json
+
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         np.savez_compressed(tmp / MASKS_FILE, **{k: np.packbits(v, axis=-1) for k, v in masks.items()})
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / MANIFEST_FILE).write_text(strict_json(manifest, indent=2) + "\n")
         if out.exists():
             out.rename(old)
         tmp.rename(out)
+    except OSError as e:
+        raise output_error(out, e, "--out") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -221,18 +245,33 @@ def prune_model(
     for flag, v in (("--calib-offset", calib_offset), ("--eval-offset", eval_offset)):
         if v is None or v < 0:
             raise ConfigError(f"{flag} must be >= 0, got {v}")
-    if weight_bits <= 0:
-        raise ConfigError(f"weight bits must be > 0, got {weight_bits}")
+    if not (weight_bits > 0 and math.isfinite(weight_bits)):
+        raise ConfigError(f"--weight-bits must be a positive number, got {weight_bits}")
+    if mod.NEEDS_ALPHA and not math.isfinite(alpha):
+        raise ConfigError(f"--alpha must be a finite number, got {alpha}; the DaSS paper uses 0.5")
     calib_range = (calib_offset, calib_offset + calib_tokens)
     eval_range = (eval_offset, eval_offset + eval_tokens)
     _check_ranges(calib_range, eval_range)
+    if eval_tokens < 2 or seq_len < 2:
+        raise ConfigError(
+            f"--eval-tokens {eval_tokens} in windows of --seq-len {seq_len} score no token: perplexity needs "
+            "windows of at least 2 tokens"
+        )
     say = log or (lambda _s: None)
     src = load_text(text, dataset) if token_ids is None else None
+    owned = isinstance(model, str)
+    if owned:
+        from simcore.trace.registry import resolve as model_source
+
+        model_source(model, model_path, allow_download)  # an unknown name or missing path, before loading
+        if out is None:
+            out = Path("pruned") / f"{_stem(model)}-{method}-{pattern.slug}"
+    if out is not None:
+        check_out(Path(out))
     start = time.perf_counter()
 
     import torch
 
-    owned = isinstance(model, str)
     if owned:
         from simcore.trace.registry import load_model
 
@@ -287,7 +326,11 @@ def prune_model(
         "seconds": round(time.perf_counter() - start, 3),
         "torch_version": torch.__version__,
     }
-    stem = Path(name).stem if (Path(name).exists() or name.endswith(".gguf")) else name.replace("/", "--")
-    out = Path(out) if out is not None else Path("pruned") / f"{stem}-{method}-{pattern.slug}"
+    out = Path(out) if out is not None else Path("pruned") / f"{_stem(name)}-{method}-{pattern.slug}"
     _write_atomically(out, masks, manifest)
     return out
+
+
+def _stem(name: str) -> str:
+    """The model part of the default output directory's name."""
+    return Path(name).stem if (Path(name).exists() or name.endswith(".gguf")) else name.replace("/", "--")

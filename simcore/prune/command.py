@@ -103,12 +103,16 @@ def prune_command(
         progress=not no_progress,
         log=None if no_progress else click.echo,
     )
+    from simcore.report_text import printable
+
     m = json.loads((path / MANIFEST_FILE).read_text())
     b, p = m["bytes"], m["perplexity"]
     click.echo(
-        f"Wrote {path}: {m['model']} {m['method']} {m['pattern']}, kept {b['kept_fraction']:.3f} of {b['weights']} MLP weights; "
-        f"MLP {b['dense_mlp_bytes'] / 1e6:.2f} MB -> {b['pruned_mlp_bytes'] / 1e6:.2f} MB at {b['weight_bits']:g} bits "
-        f"({b['metadata']}); perplexity dense {p['dense']:.2f} -> pruned {p['pruned']:.2f} "
-        f"on tokens [{m['evaluation']['tokens'][0]}, {m['evaluation']['tokens'][1]}) "
-        f"(calibration [{m['calibration']['tokens'][0]}, {m['calibration']['tokens'][1]}), {m['calibration']['source']})."
+        printable(
+            f"Wrote {path}: {m['model']} {m['method']} {m['pattern']}, kept {b['kept_fraction']:.3f} of {b['weights']} MLP weights; "
+            f"MLP {b['dense_mlp_bytes'] / 1e6:.2f} MB -> {b['pruned_mlp_bytes'] / 1e6:.2f} MB at {b['weight_bits']:g} bits "
+            f"({b['metadata']}); perplexity dense {p['dense']:.2f} -> pruned {p['pruned']:.2f} "
+            f"on tokens [{m['evaluation']['tokens'][0]}, {m['evaluation']['tokens'][1]}) "
+            f"(calibration [{m['calibration']['tokens'][0]}, {m['calibration']['tokens'][1]}), {m['calibration']['source']})."
+        )
     )

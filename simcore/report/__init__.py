@@ -49,7 +49,12 @@ def make_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file; give a directory for the report")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from simcore.results import output_error
+
+        raise output_error(out / "summary.md", e, "report") from None
     written: list[Path] = []
     plots = all_plots(data)
     for p in plots:

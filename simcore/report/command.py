@@ -31,6 +31,7 @@ def report_command(results, out, eval_path):
       simcore report sweep/results.parquet --out report/ --eval eval.csv
     """
     from simcore.report import make_report
+    from simcore.report_text import printable
 
     for path in make_report(results, out, eval_path=eval_path):
-        click.echo(str(path))
+        click.echo(printable(path))

@@ -57,13 +57,14 @@ def _read_table(path: Path, what: str, csv_ok: bool) -> pa.Table:
     if path.is_dir():
         raise ConfigError(f"{what} {str(path)!r} is a directory; give the path of a Parquet file")
     try:
-        if csv_ok and path.suffix.lower() in (".csv", ".txt"):
-            import pyarrow.csv as pcsv
+        with open(path, "rb") as f:  # a file object: Arrow cannot open a path that is not UTF-8
+            if csv_ok and path.suffix.lower() in (".csv", ".txt"):
+                import pyarrow.csv as pcsv
 
-            return pcsv.read_csv(path)
-        import pyarrow.parquet as pq
+                return pcsv.read_csv(f)
+            import pyarrow.parquet as pq
 
-        return pq.read_table(path)
+            return pq.read_table(f)
     except (pa.ArrowException, OSError) as e:
         kind = "a Parquet or CSV file" if csv_ok else "a Parquet file"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -73,7 +74,8 @@ def _read_table(path: Path, what: str, csv_ok: bool) -> pa.Table:
 def _check_columns(table: pa.Table, required, what: str, hint: str) -> None:
     missing = [c for c in required if c not in table.column_names]
     if missing:
-        raise ConfigError(f"{what} lacks the column(s) {', '.join(missing)}; {hint}")
+        listed = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise ConfigError(f"{what} lacks the column(s) {listed}; {hint}")
 
 
 def load_results(results: str | os.PathLike | pa.Table) -> ReportData:

@@ -1,5 +1,20 @@
 """The columns of a sweep results table: one row per configuration (written by run.py, read by
-simcore.report). Kept free of heavy imports."""
+simcore.report). Kept free of heavy imports.
+
+Besides settings and metrics, each row says which configuration it is and what it was computed from:
+
+- ``index``: in a table as stored, the row's number; in the table ``run_sweep`` returns (one grid's
+  rows), the configuration's position in the grid.
+
+- ``config``: a hash of the configuration's settings (what the user asked for). A table holds at most one
+  row per ``config``: recomputing a configuration replaces its row.
+- ``key``: a hash of the settings *and* of every input the result depends on (the trace's metadata, the
+  device file, the ``--pruned`` manifest, the calibration file, the simcore version); a resumed sweep
+  reuses a row only when its ``key`` is the one the inputs give now and its status is ``ok``.
+- ``inputs``: those inputs' identities as JSON (``simcore.sweep.inputs``), so a number can be traced back.
+- ``computed_at``: when the row was computed (UTC); when two rows of one configuration meet (two sweeps
+  sharing a table), the later one is kept.
+"""
 
 SETTING_COLUMNS = [
     "trace",
@@ -38,4 +53,5 @@ METRIC_COLUMNS = [
     "hits",
     "misses",
 ]
-COLUMNS = ["index", "key", *SETTING_COLUMNS, *METRIC_COLUMNS, "status", "error"]
+IDENTITY_COLUMNS = ["inputs", "computed_at"]
+COLUMNS = ["index", "key", "config", *SETTING_COLUMNS, *METRIC_COLUMNS, "status", "error", *IDENTITY_COLUMNS]

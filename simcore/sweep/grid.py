@@ -9,6 +9,9 @@ included (``--density 0.3:0.7:0.1``, ``--dram 1GB:4GB:512MB``). A YAML grid file
       dram: [48MB, 64MB, 96MB]        # or "48MB:96MB:16MB"
       method: [dip, dip-ca]
       gamma: 0.1:0.3:0.1
+
+Each configuration is named by :func:`config_key` (a hash of its resolved settings); what its result also
+depends on (the trace, the device file, ...) is named by ``simcore.sweep.inputs``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import json
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
-from simcore.engine.replay import ReplayConfig
+from simcore.engine.replay import ReplayConfig, describe_validation
 from simcore.errors import ConfigError
 from simcore.units import parse_bandwidth, parse_size
 
@@ -108,9 +112,15 @@ class Grid:
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> Grid:
         p = Path(path)
         try:
-            data = yaml.safe_load(p.read_text())
+            data = yaml.safe_load(p.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"grid file {p} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"grid file {p} is a directory; give a YAML file") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read grid file {p}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"grid file {p} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         except yaml.YAMLError:
             raise ConfigError(f"grid file {p} is not valid YAML") from None
         if not isinstance(data, dict):
@@ -123,17 +133,25 @@ class Grid:
         return cls(parsed, data)
 
     def to_dict(self) -> dict:
+        """The grid as a grid file holds it (``simcore sweep --grid`` reads it back)."""
         return {**self.fixed, "grid": self.axes}
+
+    def digest(self) -> str:
+        """A short hash of the grid (axes and fixed settings), naming its file beside a results table."""
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def configurations(self) -> list[dict]:
         """Every combination, as ReplayConfig settings; gamma is set to 1 for methods that ignore it
-        (so that they are not replayed once per gamma). Duplicates are dropped, order is stable."""
+        (so that they are not replayed once per gamma) and density to 1 for dense. Duplicates are dropped, order is stable.
+        Raises ConfigError for a setting ReplayConfig rejects (``--tokens 0``)."""
         names = list(self.axes)
         seen, out = set(), []
         for values in itertools.product(*(self.axes[n] for n in names)):
             s = {**self.fixed, **dict(zip(names, values))}
             if s.get("method", "dip-ca") != "dip-ca":
                 s["gamma"] = 1.0
+            if s.get("method") == "dense":  # every weight, whatever the density axis says
+                s["density"] = 1.0
             key = config_key(s)
             if key not in seen:
                 seen.add(key)
@@ -141,9 +159,17 @@ class Grid:
         return out
 
 
+def replay_config(settings: dict) -> ReplayConfig:
+    """The ReplayConfig of a configuration's settings; ConfigError (one line) for an invalid value."""
+    try:
+        return ReplayConfig(**{k: v for k, v in settings.items() if k in ReplayConfig.model_fields})
+    except ValidationError as e:
+        raise ConfigError(describe_validation(e)) from None
+
+
 def config_key(settings: dict) -> str:
-    """A stable identifier of a configuration (its resolved settings), for resuming sweeps."""
-    full = ReplayConfig(**{k: v for k, v in settings.items() if k in ReplayConfig.model_fields}).model_dump()
+    """A stable identifier of a configuration (its resolved settings): the ``config`` column of a table."""
+    full = replay_config(settings).model_dump()
     for k in ("threads", "batch_tokens"):  # cannot change a result
         full.pop(k, None)
     return hashlib.sha1(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -75,12 +75,21 @@ def _fmt_bytes(n: int) -> str:
     default=False,
     help="Allow downloading a model or data set that is not on the local disk (never done otherwise).",
 )
-@click.option("--no-progress", is_flag=True, default=False, help="Hide the progress bar.")
+@click.option(
+    "--columns",
+    default="x,h,gate,up",
+    show_default=True,
+    help="Magnitude columns to record, comma-separated: x and h are required (dense, glu, dip, dip-ca need "
+    "only those); gate is needed by the gate and cats methods, up by up. A 7B model takes about 1.2 MB per "
+    "token for x,h and 3 MB for all four.",
+)
+@click.option("--no-progress", is_flag=True, default=False, help="Hide the progress bars (tracing and model loading).")
 def trace_command(
-    model, model_path, dataset, text, tokens, seq_len, out, torch_device, dtype, allow_download, no_progress
+    model, model_path, dataset, text, tokens, seq_len, out, torch_device, dtype, allow_download, columns, no_progress
 ):
     """Run a dense model over text and record per-layer MLP activation magnitudes (|x|, |h|,
-    |gate|, |up|, float16) into a trace directory for `simcore replay`."""
+    |gate|, |up|, float16) into a trace directory for `simcore replay`. Every setting is checked
+    before the model loads."""
     try:
         from simcore.trace.tracer import trace_model
     except ImportError as e:
@@ -102,13 +111,18 @@ def trace_command(
         dtype=dtype,
         allow_download=allow_download,
         progress=not no_progress,
+        columns=columns,
     )
-    meta = TraceReader(path).meta
+    reader = TraceReader(path)
+    meta = reader.meta
     nbytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     ex = meta.extra
+    ppl = ex.get("perplexity")  # None when no window had two tokens, or the logits were not finite
+    speed = ex.get("tokens_per_s")
     click.echo(
         f"Wrote {path}: {meta.n_tokens} tokens x {meta.model.n_layers} layers of {meta.model.name} "
-        f"({meta.source}, windows of {meta.seq_len}) at {ex.get('tokens_per_s', float('nan')):.1f} tokens/s; "
-        f"dense perplexity {ex.get('perplexity', float('nan')):.2f}; {_fmt_bytes(nbytes)} "
+        f"({meta.source}, windows of {meta.seq_len}) at {f'{speed:.1f}' if speed else '?'} tokens/s; "
+        f"dense perplexity {f'{ppl:.2f}' if ppl is not None else 'n/a'}; {_fmt_bytes(nbytes)} "
         f"({nbytes / max(1, meta.n_tokens * meta.model.n_layers):.0f} bytes per token per layer)."
     )
+    click.echo(f"Columns {','.join(meta.columns)}: methods {', '.join(reader.methods())}.")

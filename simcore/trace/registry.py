@@ -208,6 +208,30 @@ def _fast_gguf() -> Iterator[None]:
         readers.clear()
 
 
+@contextlib.contextmanager
+def _no_gguf_bar() -> Iterator[None]:
+    """Hide the progress bar transformers draws while it de-quantizes a GGUF file's tensors.
+
+    That bar is a plain ``tqdm`` imported by ``transformers.modeling_gguf_pytorch_utils``, which
+    neither ``transformers.utils.logging.disable_progress_bar()`` nor a ``TQDM_DISABLE`` set after
+    tqdm's import reaches; while this context is active the module's ``tqdm`` is one created
+    disabled. Does nothing when that module or name is absent."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    saved = getattr(gguf_utils, "tqdm", None)
+    if saved is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(saved, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = saved
+
+
 def glu_parts(mlp: Any) -> tuple[str, ...] | None:
     """Names of the GLU projections of one MLP module: ("gate_proj", "up_proj", "down_proj")
     or ("gate_up_proj", "down_proj") (Phi-3); None when the MLP is not a GLU."""
@@ -288,7 +312,7 @@ def load_model(
         torch_device: "cpu" or "cuda".
         dtype: a ``torch.dtype`` for the weights (None: float32).
         allow_download: let ``transformers`` fetch missing files from the Hugging Face hub.
-        progress: show transformers' loading progress bars.
+        progress: show transformers' loading progress bars (the GGUF de-quantization bar included).
 
     Raises ConfigError when the model is unknown, not available locally, or not a GLU model.
     """
@@ -305,7 +329,10 @@ def load_model(
     if not progress:
         hf_logging.disable_progress_bar()
     try:
-        with _fast_gguf() if src.gguf_file else contextlib.nullcontext():
+        with (
+            _fast_gguf() if src.gguf_file else contextlib.nullcontext(),
+            _no_gguf_bar() if src.gguf_file and not progress else contextlib.nullcontext(),
+        ):
             try:
                 config = AutoConfig.from_pretrained(src.path, **kw)
             except (OSError, ValueError) as e:

@@ -20,11 +20,12 @@ import numpy as np
 
 from simcore.errors import ConfigError
 from simcore.models import ModelShape, preset
-from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter
+from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter, check_out_dir, parse_columns
 
 
 def _silu(v: np.ndarray) -> np.ndarray:
-    return v / (1.0 + np.exp(-v))
+    with np.errstate(over="ignore"):  # exp(-v) = inf for very negative v gives v / inf = -0, as it should
+        return v / (1.0 + np.exp(-v))
 
 
 class _AR1:
@@ -53,19 +54,29 @@ def synth_trace(
     seed: int = 0,
     seq_len: int = 256,
     phi: float = 0.7,
-    columns: tuple[str, ...] = VALUE_COLUMNS,
+    columns: str | tuple[str, ...] = VALUE_COLUMNS,
     batch_tokens: int = 256,
     progress: bool = False,
 ) -> Path:
-    """Write a synthetic trace of ``tokens`` tokens for a model shape (preset name or ModelShape).
+    """Write a synthetic trace of ``tokens`` tokens for a model shape (preset name or ModelShape),
+    holding the magnitude ``columns`` (``x`` and ``h`` required; a string "x,h" is accepted).
 
-    Returns the trace directory. Raises ConfigError for a bad token count or correlation.
+    Returns the trace directory. Raises ConfigError for a bad token count, window length, seed,
+    correlation, column list or output path, before anything is written.
     """
     shape = preset(model) if isinstance(model, str) else model
     if tokens <= 0:
         raise ConfigError(f"--tokens must be positive, got {tokens}")
-    if not 0 <= phi < 1:
+    if seq_len <= 0:
+        raise ConfigError(f"--seq-len must be a positive number of tokens, got {seq_len}")
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
+    if not 0 <= phi < 1:  # also false for NaN
         raise ConfigError(f"--phi must be in [0, 1), got {phi}")
+    if batch_tokens <= 0:
+        raise ConfigError(f"batch_tokens must be positive, got {batch_tokens}")
+    columns = parse_columns(columns)
+    check_out_dir(out)
     act = (
         _silu
         if shape.activation == "silu"

@@ -8,9 +8,11 @@ Recording uses forward hooks on the model's own modules, so no model code is re-
 * ``gate`` = |output of the MLP's activation|    (``act(W_g x)``; SiLU, or GELU-tanh for Gemma)
 * ``up``   = |output of ``up_proj``|             (``W_u x``; Phi-3: second half of ``gate_up_proj``)
 
-Each hook takes abs and casts to float16 on the model's device; a window's records are moved to
-the CPU once and written through :class:`~simcore.trace.format.TraceWriter`, layer by layer,
-then dropped, so memory is bounded by one window. The dense perplexity over the traced windows
+Only the columns asked for are hooked (``columns``; x and h always). Each hook takes abs and
+casts to float16 on the model's device (finite values beyond 65504 saturate there; NaN stays NaN
+and the writer refuses it, naming layer, column and token); a window's records are moved to the
+CPU once and written through :class:`~simcore.trace.format.TraceWriter`, layer by layer, then
+dropped, so memory is bounded by one window. The dense perplexity over the traced windows
 comes from the same forward pass's logits.
 """
 
@@ -30,7 +32,7 @@ import numpy as np
 
 from simcore.errors import ConfigError
 from simcore.models import ModelShape, StaticParams
-from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter
+from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter, check_out_dir, parse_columns
 from simcore.trace.registry import DEFAULT_MODEL, decoder_layers, glu_parts, load_model
 from simcore.trace.text import EMBEDDED_SOURCE, load_text, split_windows, tokenize
 
@@ -162,11 +164,12 @@ class _Recorder:
     """Forward hooks on every decoder layer's MLP; ``take()`` returns one window's records.
 
     After a forward pass over a window of T tokens, ``take()`` returns, per layer, a dict
-    column -> float16 numpy array of shape (T, width), and forgets them."""
+    column -> float16 numpy array of shape (T, width) for each of ``columns``, and forgets them."""
 
-    def __init__(self, layers: list[Any], d_int: int):
+    def __init__(self, layers: list[Any], d_int: int, columns: tuple[str, ...] = VALUE_COLUMNS):
         self.layers = layers
         self.d_int = d_int
+        self.columns = tuple(columns)
         self.records: list[dict[str, Any]] = [{} for _ in layers]
         self.handles: list[Any] = []
 
@@ -182,13 +185,17 @@ class _Recorder:
             fused = glu_parts(mlp) == ("gate_up_proj", "down_proj")
             self._pre(mlp, rec, "x")
             self._pre(mlp.down_proj, rec, "h")
-            if own_act:
+            if "gate" not in self.columns:
+                pass
+            elif own_act:
                 self._post(act, rec, "gate")
             elif fused:
                 self._post(mlp.gate_up_proj, rec, "gate", lambda o, a=act: a(o[..., : self.d_int]))
             else:
                 self._post(mlp.gate_proj, rec, "gate", act)
-            if fused:
+            if "up" not in self.columns:
+                pass
+            elif fused:
                 self._post(mlp.gate_up_proj, rec, "up", lambda o: o[..., self.d_int :])
             else:
                 self._post(mlp.up_proj, rec, "up")
@@ -215,7 +222,7 @@ class _Recorder:
         import torch
 
         out: list[dict[str, np.ndarray]] = [{} for _ in self.layers]
-        for c in VALUE_COLUMNS:
+        for c in self.columns:
             ts = [rec.pop(c, None) for rec in self.records]
             if any(t is None for t in ts):
                 raise RuntimeError(f"tracer hook for {c!r} did not fire on every layer; is this a GLU model?")
@@ -331,6 +338,7 @@ def trace_windows(
     tokenizer_name: str | None = None,
     progress: bool = True,
     extra: dict | None = None,
+    columns: tuple[str, ...] = VALUE_COLUMNS,
 ) -> TraceResult:
     """Trace ``model`` over token windows and write the trace to ``out`` (atomically).
 
@@ -342,6 +350,7 @@ def trace_windows(
         name, source, seq_len, tokenizer_name: metadata.
         progress: show a tqdm bar with tokens/s.
         extra: more producer details for ``TraceMeta.extra``.
+        columns: magnitude columns to record (x and h required; gate, up for those methods).
 
     Returns the TraceResult; dense perplexity, tokens/s, dtype and versions are also stored in
     the trace's ``extra``. Interrupting (Ctrl-C) leaves ``out`` as it was.
@@ -350,6 +359,7 @@ def trace_windows(
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
+    columns = parse_columns(columns)
     layers = decoder_layers(model)
     shape = model_shape(model, name)
     n_tokens = int(sum(len(w) for w in windows))
@@ -361,7 +371,7 @@ def trace_windows(
         tokenizer=tokenizer_name,
         source=source,
         seq_len=seq_len,
-        columns=list(VALUE_COLUMNS),
+        columns=list(columns),
         command=shlex.join(sys.argv),
         extra={
             "model_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -375,7 +385,7 @@ def trace_windows(
     start = time.perf_counter()
     with (
         TraceWriter(out, meta) as writer,
-        _Recorder(layers, shape.d_int) as rec,
+        _Recorder(layers, shape.d_int, columns) as rec,
         _Appender(writer) as appender,
         torch.inference_mode(),
         tqdm(
@@ -396,7 +406,7 @@ def trace_windows(
         seconds = time.perf_counter() - start
         ppl = float(np.exp(nll / n_pred)) if n_pred else float("nan")
         writer.meta.extra.update(
-            perplexity=ppl,
+            perplexity=ppl if np.isfinite(ppl) else None,  # trace.json is strict JSON: no NaN
             perplexity_tokens=n_pred,
             seconds=round(seconds, 3),
             tokens_per_s=round(n_tokens / seconds, 2),
@@ -424,6 +434,7 @@ def trace_model(
     dtype: str = "float32",
     allow_download: bool = False,
     progress: bool = True,
+    columns: str | tuple[str, ...] = VALUE_COLUMNS,
     *,
     tokenizer: Any = None,
     token_ids: np.ndarray | None = None,
@@ -442,22 +453,34 @@ def trace_model(
         out: trace directory; default ``traces/<alias>``.
         torch_device: "cpu" or "cuda"; dtype: "float32", "bfloat16" or "float16" weights.
         allow_download: allow fetching a model or data set that is not on the local disk.
-        progress: show a progress bar.
+        progress: show progress bars (tracing, and loading the model: transformers' and the GGUF
+            loader's).
+        columns: magnitude columns to record, e.g. "x,h" (x and h required; gate for the gate and
+            cats methods, up for up); default all four.
         tokenizer: tokenizer for a model object.
         token_ids: int array (N,), traced instead of text (its first ``tokens`` ids).
         offset: tokens of the text to skip first (keeps calibration and evaluation text disjoint).
 
-    Raises ConfigError (a SimcoreError) for anything the user can fix.
+    Raises ConfigError (a SimcoreError) for anything the user can fix; every setting is checked
+    before the model loads.
     """
     if tokens is None or tokens <= 0:
         raise ConfigError(f"--tokens must be a positive number of tokens, got {tokens}")
     if seq_len is None or seq_len <= 0:
         raise ConfigError(f"--seq-len must be a positive number of tokens, got {seq_len}")
+    if offset < 0:
+        raise ConfigError(f"the text offset must be >= 0 tokens, got {offset}")
+    columns = parse_columns(columns)
+    if out is None and isinstance(model, str):
+        out = default_out(model)
+    if out is not None:
+        check_out_dir(out)
     extra: dict[str, Any] = {"offset": offset}
     src = load_text(text, dataset) if token_ids is None else None  # a bad text fails before the model loads
     if isinstance(model, str):
         torch_device = _check_device(torch_device)
-        loaded = load_model(model, model_path, torch_device, _torch_dtype(dtype), allow_download, progress)
+        torch_dtype = _torch_dtype(dtype)
+        loaded = load_model(model, model_path, torch_device, torch_dtype, allow_download, progress)
         lm, tok, name, tok_name = loaded.model, loaded.tokenizer, loaded.name, loaded.tokenizer_name
         extra["model_location"] = loaded.location
         if loaded.location.endswith(".gguf"):
@@ -496,5 +519,6 @@ def trace_model(
         tokenizer_name=tok_name,
         progress=progress,
         extra=extra,
+        columns=columns,
     )
     return result.path

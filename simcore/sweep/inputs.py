@@ -1,0 +1,89 @@
+"""What a sweep configuration's result depends on besides its settings, and the key naming both.
+
+A results row is reused by a resumed sweep only when its ``key`` is the one the inputs give now. The
+inputs are the files a replay reads, by content (a path alone would keep stale rows after a file is
+rewritten in place):
+
+- ``trace``: the trace's ``trace.json`` (it records the creation time, the source and the per-layer
+  checksums, so re-creating a trace at the same path changes it);
+- ``device``: the device profile's YAML (it sets bandwidths and may set the default DRAM budget);
+- ``pruned``: the ``--pruned`` output's ``manifest.json``;
+- ``calibration``: the calibration file of the trace's model (``calibration/<model>.json``, which sets
+  dip's rho split when it exists); every method's key includes it, since recomputing too much is safe
+  and a stale row is not;
+- ``simcore``: the simcore version.
+
+A file that cannot be read counts as ``None`` (the configuration then fails, and is retried on resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from simcore import __version__
+
+
+def file_digest(path: str | Path) -> str | None:
+    """The first 16 hex digits of the SHA-256 of a file's bytes, or None when it cannot be read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except (OSError, ValueError):  # missing, a directory, unreadable, a path with a NUL byte
+        return None
+
+
+def device_file(name_or_path: str) -> Path:
+    """The YAML file a device setting names (as ``simcore.device.load_device`` finds it)."""
+    from simcore.device import DEVICES_DIR
+
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return DEVICES_DIR / f"{name_or_path}.yaml"
+
+
+def trace_dir(settings: dict) -> Path:
+    """The trace directory of a configuration (``trace``, else ``traces/<model>``)."""
+    from simcore.engine.replay import resolve_trace_path
+
+    return resolve_trace_path(settings.get("trace"), settings.get("model"))
+
+
+def trace_model(trace: Path) -> str | None:
+    """The model name recorded in a trace's metadata, or None when it cannot be read."""
+    try:
+        return json.loads((trace / "trace.json").read_bytes())["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def inputs_of(settings: dict, memo: dict | None = None) -> dict:
+    """The identities of the files a configuration's replay reads (see the module docstring).
+
+    ``memo`` caches them per (trace, model, device, pruned) within one sweep, so a grid of thousands of
+    configurations reads each file once."""
+    from simcore.eval.calibrate import calibration_file
+
+    ident = (settings.get("trace"), settings.get("model"), settings.get("device", "a18"), settings.get("pruned"))
+    if memo is not None and ident in memo:
+        return memo[ident]
+    trace = trace_dir(settings)
+    model = trace_model(trace)
+    pruned = settings.get("pruned")
+    out = {
+        "trace": file_digest(trace / "trace.json"),
+        "device": file_digest(device_file(str(settings.get("device", "a18")))),
+        "pruned": file_digest(Path(pruned) / "manifest.json") if pruned is not None else None,
+        "calibration": file_digest(calibration_file(model)) if model is not None else None,
+        "simcore": __version__,
+    }
+    if memo is not None:
+        memo[ident] = out
+    return out
+
+
+def row_key(config: str, inputs: dict) -> str:
+    """The ``key`` of a row: its configuration (``grid.config_key``) and its inputs' identities."""
+    text = json.dumps({"config": config, "inputs": inputs}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
