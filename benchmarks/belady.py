@@ -3,7 +3,9 @@
 Setting: a mistral7b-shaped synthetic trace (32 layers, d 4096, d_int 14336; columns x and h only)
 of --tokens tokens, dip at density 0.5, policy belady, DRAM 2GB, device a18, --threads layers in
 parallel. Each replay runs in a fresh child process, which reports its own peak resident memory
-(VmHWM) and its time; the Numba cache is loaded by a 2-token replay first, outside the figures.
+(VmHWM) and its time; the Numba cache is loaded by a 2-token replay first, outside the figures. The
+same replay under lfu, which collects no masks, shows how much of the peak is not Belady's (the
+trace reader's share, for one).
 
 With --old DIR (a source tree of another simcore version, e.g. a git worktree of the previous
 commit: ``git worktree add /tmp/simcore-base HEAD``), every round replays with the new code and then
@@ -65,11 +67,12 @@ def ensure_trace(path: Path, tokens: int) -> None:
     subprocess.run([*cmd, "--columns", "x,h", "--out", str(path), "--no-progress"], check=True)
 
 
-def run(source: Path, trace: Path, tokens: int, threads: int) -> dict:
+def run(source: Path, trace: Path, tokens: int, threads: int, policy: str = SETTING["policy"]) -> dict:
     """One replay in a child process started outside any source tree (so that ``source`` is the code
     that runs)."""
     args = [sys.executable, "-c", CHILD, str(source), str(trace.resolve()), str(tokens), str(threads)]
-    out = subprocess.run([*args, json.dumps(SETTING)], capture_output=True, text=True, cwd="/")
+    setting = json.dumps(dict(SETTING, policy=policy))
+    out = subprocess.run([*args, setting], capture_output=True, text=True, cwd="/")
     if out.returncode != 0:
         sys.exit(f"replay with the code of {source} failed:\n{out.stderr}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -113,6 +116,11 @@ def main() -> None:
     print(
         f"\nnew: {args.tokens} tokens, median {new_tl:,.0f} token-layers/s, peak RSS {new_mb:,.0f} MB "
         f"(target < 1024 MB){'  OK' if new_mb < 1024 else '  OVER'}"
+    )
+    lfu = run(ROOT, trace, args.tokens, args.threads, policy="lfu")
+    print(
+        f"the same replay under lfu (no masks collected): {lfu['peak_rss_mb']:,.0f} MB peak, so Belady's masks "
+        f"and their replay add {new_mb - lfu['peak_rss_mb']:,.0f} MB"
     )
     if args.old:
         old_tl = statistics.median(o["token_layers_per_s"] for _, o in rounds)

@@ -266,7 +266,7 @@ def test_one_pass_dram_sweep_equals_separate_runs(smol_trace, method, policy):
     from simcore.engine.replay import replay_drams
 
     drams = ["55MB", "60MB", "70MB", "90MB"]
-    kw = dict(trace=str(smol_trace), method=method, policy=policy, density=0.8 if method == "glu" else 0.5)
+    kw = dict(trace=str(smol_trace), method=method, policy=policy, density={"glu": 0.8, "dense": 1.0}.get(method, 0.5))
     together = replay_drams(drams=drams, **kw)
     for dram, r in zip(drams, together):
         assert r.to_json() == replay(dram=dram, **kw).to_json()

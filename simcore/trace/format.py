@@ -579,7 +579,10 @@ class TraceReader:
     def _open(self, layer: int) -> pq.ParquetFile:
         p = self.path / layer_file(layer)
         try:
-            return pq.ParquetFile(p, memory_map=True)  # one copy fewer when decoding
+            # Read, not mapped, and not pre-buffered: a mapped or pre-buffered file counts the whole layer
+            # (hundreds of MB on long traces) as resident memory, while a batch at a time keeps memory
+            # bounded by one batch whatever the trace length.
+            return pq.ParquetFile(p, memory_map=False, pre_buffer=False)
         except FileNotFoundError:
             raise TraceError(
                 f"{self.path} is incomplete: {layer_file(layer)} is missing; re-create the trace"
