@@ -520,6 +520,10 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(dst / OLD_DIR, ignore_errors=True)
 
 
+MAP_MAX_BYTES = 128 * 2**20
+"""Layer files up to this size are memory-mapped when read; larger ones are read (see TraceReader._open)."""
+
+
 class TraceReader:
     """Read a trace directory, validating it on open.
 
@@ -579,10 +583,13 @@ class TraceReader:
     def _open(self, layer: int) -> pq.ParquetFile:
         p = self.path / layer_file(layer)
         try:
-            # Read, not mapped, and not pre-buffered: a mapped or pre-buffered file counts the whole layer
-            # (hundreds of MB on long traces) as resident memory, while a batch at a time keeps memory
-            # bounded by one batch whatever the trace length.
-            return pq.ParquetFile(p, memory_map=False, pre_buffer=False)
+            # A mapped file is decoded without a copy (faster), but every page read stays resident until
+            # the file is closed, so a long trace's layer (600 MB at 16 k tokens of mistral7b) would count
+            # whole against memory; above MAP_MAX_BYTES the file is read a batch at a time instead, which
+            # bounds memory by one batch whatever the trace length. Never pre-buffered (that loads whole
+            # row groups).
+            mapped = p.stat().st_size <= MAP_MAX_BYTES
+            return pq.ParquetFile(p, memory_map=mapped, pre_buffer=False)
         except FileNotFoundError:
             raise TraceError(
                 f"{self.path} is incomplete: {layer_file(layer)} is missing; re-create the trace"
