@@ -359,6 +359,7 @@ CASES: list[tuple[str, str]] = [
     (f"replay {T} --dram 64MB --method glu --density 0.8 --rho-in 0.5", "--rho-in applies only to dip and dip-ca"),
     (f"replay {T} --dram 64MB --method dense --density 0.5", "method dense uses every weight"),
     ("eval --method cats --gamma 0.2 --dram 64MB", "--gamma applies only to cache-aware masking"),
+    (f"replay {T} --overlap-compute", "--overlap-compute needs a compute term"),
     ("devices a18", "unexpected extra argument"),
     ("replicate", "No such command 'replicate'"),
     ("--colour", "No such option '--colour'"),

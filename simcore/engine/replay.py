@@ -340,6 +340,11 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
     selection = methods.resolve(cfg.method, shape, cfg.density, rho_in=cfg.rho_in, rho_d=cfg.rho_d)
     aware = any(k.cache_aware for k in selection.kinds)
     _refuse_ignored_options(cfg, aware, "rho_in" in selection.detail)
+    if cfg.overlap_compute and not device.compute_tops:
+        raise ConfigError(
+            f"--overlap-compute needs a compute term, but device {device.name} has no compute_tops; "
+            "give a device profile with compute_tops or drop --overlap-compute"
+        )
     if aware and not 0 < cfg.gamma <= 1:
         raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
     if 0 < cfg.approx_m <= 1:
