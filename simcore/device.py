@@ -1,4 +1,5 @@
-"""Device profiles: one YAML file per device in ``devices/`` (STYLE.md #5).
+"""Device profiles: one YAML file per device in ``simcore/devices/`` (package data, so an installed wheel has
+them; ``devices/`` at the repository root links there) (STYLE.md #5).
 
 A profile is loaded into :class:`Device` (pydantic, unknown keys forbidden, units in field
 names) and may then be overridden field by field from the command line. Errors name the file
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from simcore.errors import ConfigError
 
-DEVICES_DIR = Path(__file__).resolve().parent.parent / "devices"
+DEVICES_DIR = Path(__file__).resolve().parent / "devices"
 
 
 class Device(BaseModel):
