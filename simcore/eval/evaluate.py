@@ -159,7 +159,7 @@ def check_counts(tokens: int, seq_len: int, offset: int, calib_tokens: int, cali
 def _check_split_overlap(selection, model_name: str, offset: int, tokens: int) -> None:
     """A calibrated dip split must come from text other than the evaluated tokens."""
     if str(selection.detail.get("split", "")).startswith("calibrated"):
-        from simcore.eval.calibrate import calibration_file
+        from simcore.calibration import calibration_file
 
         a, b = json_tokens(calibration_file(model_name))
         if a < offset + tokens and offset < b:

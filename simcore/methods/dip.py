@@ -48,7 +48,7 @@ def resolve(
 ) -> Selection:
     source = "given" if rho_in is not None or rho_d is not None else "default rule"
     if rho_in is None and rho_d is None:
-        from simcore.eval.calibrate import calibration_file, lookup_split
+        from simcore.calibration import calibration_file, lookup_split
 
         found = lookup_split(shape.name, density)
         if found is not None:

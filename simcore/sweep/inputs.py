@@ -63,7 +63,7 @@ def inputs_of(settings: dict, memo: dict | None = None) -> dict:
 
     ``memo`` caches them per (trace, model, device, pruned) within one sweep, so a grid of thousands of
     configurations reads each file once."""
-    from simcore.eval.calibrate import calibration_file
+    from simcore.calibration import calibration_file
 
     ident = (settings.get("trace"), settings.get("model"), settings.get("device", "a18"), settings.get("pruned"))
     if memo is not None and ident in memo:
