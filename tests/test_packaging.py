@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,22 +28,23 @@ def test_a_built_wheel_holds_every_device_profile_and_py_typed(tmp_path):
     setuptools = pytest.importorskip("setuptools")  # built offline, with the environment's setuptools
     if int(setuptools.__version__.split(".")[0]) < 77:
         pytest.skip("pyproject.toml needs setuptools >= 77 to build")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    src = tmp_path / "src"  # a copy, so that the build leaves nothing in the checkout
+    shutil.copytree(ROOT / "simcore", src / "simcore", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(tmp_path),
+        str(src),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
     (wheel,) = tmp_path.glob("simcore-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "simcore/py.typed" in names
