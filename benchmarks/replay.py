@@ -94,7 +94,7 @@ def run_numpy(trace: Path, tokens: int):
     from numpy_replay import NumpyKind
 
     from simcore import methods, policies
-    from simcore.engine.replay import ReplayConfig, _device
+    from simcore.engine.settings import ReplayConfig, resolve_device
     from simcore.memory import plan
     from simcore.trace.format import TraceReader
     from simcore.units import parse_size
@@ -104,7 +104,7 @@ def run_numpy(trace: Path, tokens: int):
     cfg = ReplayConfig(trace=str(trace), **SETTING)
     sel = methods.resolve(cfg.method, shape, cfg.density)
     mem = plan(shape, sel, parse_size(cfg.dram), cfg.quant(), cfg.context)
-    _device(cfg)
+    resolve_device(cfg)
     weights = policies.load(cfg.policy).weights(tokens)
     hits = accesses = 0
     per_layer_streams = []

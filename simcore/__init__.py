@@ -6,7 +6,7 @@ Python API (the CLI calls the same functions)::
     import simcore
     result = simcore.replay(trace="traces/smollm2-135m", device="a18", dram="64MB",
                             method="dip-ca", density=0.5, gamma=0.2, policy="lfu")
-    print(result.table()); result.totals["tokens_per_s_steady"]
+    print(simcore.replay_table(result)); result.totals["tokens_per_s_steady"]
     simcore.synth_trace("mistral7b", tokens=512, out="traces/mistral7b-synth")
 """
 
@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "replay": ("simcore.engine.replay", "replay"),
-    "ReplayConfig": ("simcore.engine.replay", "ReplayConfig"),
-    "ReplayResult": ("simcore.engine.replay", "ReplayResult"),
-    "simulate": ("simcore.engine.replay", "simulate"),
+    "ReplayConfig": ("simcore.engine.settings", "ReplayConfig"),
+    "ReplayResult": ("simcore.engine.result", "ReplayResult"),
+    "replay_table": ("simcore.report_text", "replay_table"),
+    "simulate": ("simcore.engine.sim", "simulate"),
     "replay_drams": ("simcore.engine.replay", "replay_drams"),
     "synth_trace": ("simcore.trace.synth", "synth_trace"),
     "TraceReader": ("simcore.trace.format", "TraceReader"),

@@ -79,7 +79,7 @@ def cli():
     """
 
 
-from simcore.engine.replay import ReplayConfig  # noqa: E402
+from simcore.engine.settings import ReplayConfig  # noqa: E402
 
 
 @cli.command()
@@ -105,7 +105,7 @@ def replay(as_json, out, progress, **settings):
       simcore replay --model smollm2-135m --method glu --density 0.8 --policy belady --dram 64MB
     """
     from simcore.engine.replay import replay as run
-    from simcore.report_text import printable
+    from simcore.report_text import printable, replay_table
     from simcore.results import atomic_write_bytes, check_output
 
     if out:
@@ -118,7 +118,7 @@ def replay(as_json, out, progress, **settings):
             atomic_write_bytes(out, result.to_json().encode())
         else:
             result.to_parquet(out)
-    click.echo(result.to_json() if as_json else printable(result.table()))
+    click.echo(result.to_json() if as_json else printable(replay_table(result)))
 
 
 def _warn(warnings: list[str]) -> None:
@@ -182,7 +182,7 @@ def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
 @click.option("--flash-bw", help="Flash bandwidths in GB/s: 1,2 or 0.5:4:0.5")
 @click.option("--dram-bw", help="DRAM bandwidths in GB/s: 60,77")
 @click.option("--method", help="methods: dense,glu,gate,up,cats,dip,dip-ca")
-@click.option("--policy", help="policies: lfu,lru,belady,none")
+@click.option("--policy", help="policies, comma-separated: names (simcore policies) or paths of policy .py files")
 @click.option("--gamma", help="dip-ca gammas: 0.1,0.2 or 0.1:0.5:0.1 (other methods ignore gamma)")
 @click.option("--density", help="MLP densities: 0.4,0.5 or 0.3:0.7:0.1")
 @click.option("--bits", help="weight bits: 4,8")
@@ -312,7 +312,7 @@ def eval_(
     import json as _json
 
     from simcore.eval.evaluate import evaluate
-    from simcore.report_text import printable
+    from simcore.report_text import printable, replay_table
     from simcore.results import atomic_write_bytes, check_output, strict_json
 
     settings = {k: v for k, v in settings.items() if v is not None}
@@ -320,7 +320,7 @@ def eval_(
     if out:
         check_output(out)
     if fidelity_trace is not None:  # a missing trace is found now, not after the evaluation
-        from simcore.engine.replay import resolve_trace_path
+        from simcore.engine.settings import resolve_trace_path
         from simcore.trace.format import TraceReader
 
         TraceReader(resolve_trace_path(fidelity_trace or None, None if fidelity_trace else model_name))
@@ -384,7 +384,7 @@ def eval_(
             + (f"; calibration text disjoint from them: {'; '.join(notes)}" if notes else "; no calibration text used")
         )
     )
-    click.echo(printable(r.replay.table()))
+    click.echo(printable(replay_table(r.replay)))
     if "fidelity" in result:
         f = result["fidelity"]
         click.echo(printable(f"\nfidelity: replay of the dense trace {f['trace']} vs this exact run (eval - replay)"))

@@ -12,3 +12,13 @@ NJIT = dict(
 NJIT_REDUCE = dict(NJIT, fastmath={"reassoc", "nsz", "contract"})
 """For float sums whose order does not matter beyond rounding (the kept-mass proxy): lets the compiler
 vectorise them. Results stay deterministic for a given build."""
+
+NJIT_HOOKED = dict(NJIT, cache=False)
+"""For the hook-family loop (``simcore.engine.hooks``), which takes a policy's hooks as arguments: Numba
+names a dispatcher argument's type by its address, so such a compilation can never be found again on disk;
+caching it would only add an entry to the cache index at every run. It compiles once per process."""
+
+NJIT_HOOK = dict(NJIT, _nrt=False)
+"""For a policy's hooks and the helpers they call (``simcore.engine.lists``): no reference counting. Hooks
+run once per unit access and allocate nothing; with it, each call passing a state tuple of k arrays
+costs 2k atomic updates, several times the rest of a FIFO's work (benchmarks/policies.py)."""

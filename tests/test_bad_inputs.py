@@ -183,7 +183,7 @@ CASES: list[tuple[str, str]] = [
     (f"replay {T} --gamma-warmup -1", "--gamma-warmup"),
     (f"replay {T} --method nosuch", "unknown method 'nosuch'"),
     (f"replay {T} --method DIP", "unknown method 'DIP'"),
-    (f"replay {T} --policy fifo", "unknown policy 'fifo'"),
+    (f"replay {T} --policy mru", "unknown policy 'mru'"),
     (f"replay {T} --frobnicate", "No such option '--frobnicate'"),
     (f"replay {T} extra", "unexpected extra argument"),
     (f"replay {T} --pruned {{w}}/emptydir", "--pruned {w}/emptydir: not a `simcore prune` output"),

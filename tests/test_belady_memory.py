@@ -15,7 +15,7 @@ import pytest
 from simcore import policies
 from simcore.engine import kernels as K
 from simcore.engine.maskstore import CHUNK_TOKENS, MaskStore
-from simcore.engine.replay import KindSim, simulate
+from simcore.engine.sim import KindSim, simulate
 
 MODES = {"topk": K.MODE_TOPK, "threshold": K.MODE_THRESHOLD, "all": K.MODE_ALL}
 

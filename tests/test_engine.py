@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from simcore.engine import kernels as K
-from simcore.engine.replay import simulate
+from simcore.engine.sim import simulate
 
 
 def _scores(rng, T, U, levels=None):
@@ -258,7 +258,7 @@ def test_hits_never_exceed_accesses_misses_match_a_recount_and_runs_are_determin
 @given(masks_strategy, st.sampled_from(["lru", "lfu", "belady"]))
 def test_occupancy_never_exceeds_capacity(case, policy):
     from simcore.engine import kernels as K
-    from simcore.engine.replay import KindSim
+    from simcore.engine.sim import KindSim
 
     U, rows, k, cap = case
     scores = np.array(rows, np.float16)
@@ -267,9 +267,9 @@ def test_occupancy_never_exceeds_capacity(case, policy):
         sim.feed(scores[t : t + 1], None, t)
         if not sim.future:
             assert sim.in_cache.sum() <= cap
-            assert sim.in_cache.sum() == sim.state[0]
+            assert sim.in_cache.sum() == sim.occupancy
     sim.finish()
-    assert sim.in_cache.sum() <= cap and sim.in_cache.sum() == sim.state[0]
+    assert sim.in_cache.sum() <= cap and sim.in_cache.sum() == sim.occupancy
 
 
 @settings(max_examples=60, deadline=None)
@@ -349,7 +349,7 @@ def test_lfu_hits_versus_libcachesim(zipf_stream, cap):
 
 def test_masks_handed_to_eval_are_the_reference_selections():
     """simcore eval applies the masks that KindSim.feed writes out: they must be the selections."""
-    from simcore.engine.replay import MODES, KindSim
+    from simcore.engine.sim import MODES, KindSim
 
     rng = np.random.default_rng(99)
     for _ in range(150):
@@ -381,7 +381,7 @@ def test_masks_handed_to_eval_are_the_reference_selections():
 
 def test_feed_rejects_a_kept_mass_column_of_another_width():
     """|h| must match the scores unit for unit; a wider array would be read past the kind's buffers."""
-    from simcore.engine.replay import KindSim
+    from simcore.engine.sim import KindSim
 
     sim = KindSim(8, 4, K.MODE_TOPK, k=3, cap=4, policy="lfu", mass=True)
     scores = np.ones((4, 8), np.float16)

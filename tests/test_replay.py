@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simcore.engine.replay import replay, simulate
+from simcore.engine.replay import replay
+from simcore.engine.sim import simulate
 from simcore.errors import ConfigError, SimcoreError, TraceError
 from simcore.trace.format import TraceReader
 from simcore.trace.synth import synth_trace
@@ -147,7 +148,7 @@ def _cli(*args):
         (["--dram", "4XB"], "cannot read --dram '4XB'"),
         (["--dram", "1MB"], "smaller than the model's resident part"),
         (["--policy", "belady"], "needs masks that do not depend on the cache"),
-        (["--policy", "fifo"], "unknown policy 'fifo'"),
+        (["--policy", "mru"], "unknown policy 'mru'"),
         (["--method", "magic"], "unknown method 'magic'"),
         (["--method", "glu", "--density", "0.5"], "cannot go below 0.667"),
         (["--density", "1.5"], "--density must be in (0, 1]"),
@@ -279,7 +280,7 @@ def test_lru_recency_stack_equals_one_cache_per_capacity():
         scores = (rng.integers(0, 6, size=(T, U)) / 6).astype(np.float16)
         k = int(rng.integers(0, U + 1))
         from simcore.engine import kernels as K
-        from simcore.engine.replay import KindSim
+        from simcore.engine.sim import KindSim
 
         sim = KindSim(U, T, K.MODE_TOPK, k=k, policy="belady")  # collects the masks
         sim.feed(scores, None, 0)
@@ -295,7 +296,7 @@ def test_lru_at_many_capacities_equals_one_cache_each_over_long_traces():
     through many recency groups (the walk, then the galloping search), empty groups, capacities
     above every unit used so far; from collected masks and fed token by token."""
     from simcore.engine import kernels as K
-    from simcore.engine.replay import KindSim
+    from simcore.engine.sim import KindSim
 
     rng = np.random.default_rng(12)
     for _ in range(25):
@@ -320,7 +321,7 @@ def test_nan_magnitudes_and_several_capacity_misuse_give_clear_errors():
     """NaN scores would make a top-k larger than k (and overrun the collected masks): a TraceError
     instead. A several-capacity KindSim hands out no masks, and finish() returns its (B, T) hits."""
     from simcore.engine import kernels as K
-    from simcore.engine.replay import KindSim
+    from simcore.engine.sim import KindSim
     from simcore.errors import TraceError
 
     scores = np.full((4, 16), np.nan, np.float16)

@@ -1,6 +1,7 @@
 """lru: evict the least recently used unit (libCacheSim ``LRU.c``; a stack algorithm)."""
 
 NEEDS_FUTURE = False
+STACK = True  # a stack algorithm: the cache of capacity C is the C most recent units, so one pass gives every C
 
 
 def weights(n_tokens: int) -> tuple[float, float, float]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from simcore.engine.replay import ReplayConfig, describe_validation
+from simcore.engine.settings import ReplayConfig, describe_validation
 from simcore.errors import ConfigError
 from simcore.units import parse_bandwidth, parse_size
 

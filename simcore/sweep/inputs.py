@@ -11,6 +11,7 @@ rewritten in place):
 - ``calibration``: the calibration file of the trace's model (``calibration/<model>.json``, which sets
   dip's rho split when it exists); every method's key includes it, since recomputing too much is safe
   and a stale row is not;
+- ``policy`` / ``method``: only when the setting is the path of one's own ``.py`` file, that file;
 - ``simcore``: the simcore version.
 
 A file that cannot be read counts as ``None`` (the configuration then fails, and is retried on resume).
@@ -45,7 +46,7 @@ def device_file(name_or_path: str) -> Path:
 
 def trace_dir(settings: dict) -> Path:
     """The trace directory of a configuration (``trace``, else ``traces/<model>``)."""
-    from simcore.engine.replay import resolve_trace_path
+    from simcore.engine.settings import resolve_trace_path
 
     return resolve_trace_path(settings.get("trace"), settings.get("model"))
 
@@ -80,6 +81,12 @@ def inputs_of(settings: dict, memo: dict | None = None) -> dict:
     }
     if memo is not None:
         memo[ident] = out
+    from simcore.plugins import is_path
+
+    for option in ("policy", "method"):  # files of one's own: their content is an input too
+        value = settings.get(option)
+        if isinstance(value, str) and is_path(value):
+            out = dict(out, **{option: file_digest(Path(value).expanduser())})
     return out
 
 

@@ -122,7 +122,9 @@ def run_task(task: dict) -> list[dict]:
     ``task``: {"base": settings without device/bandwidths/dram, "drams": [size, ...], "members":
     [(index, config, settings), ...]}. Each row's key is computed here, from the input files as they are
     when the task runs."""
-    from simcore.engine.replay import _device, replay_drams, resolve_setting, retime
+    from simcore.engine.replay import replay_drams
+    from simcore.engine.settings import resolve_device, resolve_setting
+    from simcore.engine.throughput import retime
 
     base = replay_config({**task["base"], "threads": 1})
     drams = task["drams"]
@@ -152,7 +154,9 @@ def run_task(task: dict) -> list[dict]:
             continue
         try:
             rows.append(
-                _row(index, config, key, inputs, settings, retime(results[dram], _device(replay_config(settings))))
+                _row(
+                    index, config, key, inputs, settings, retime(results[dram], resolve_device(replay_config(settings)))
+                )
             )
         except SimcoreError as e:
             rows.append(_row(index, config, key, inputs, settings, error=str(e)))
@@ -164,13 +168,13 @@ def plan_tasks(configs: list[tuple[int, str, dict]]) -> list[dict]:
 
     A configuration whose device (with its bandwidth overrides) cannot be loaded becomes a task of its
     own with an ``error``, so that it fails alone; a missing DRAM size is the device's default budget."""
-    from simcore.engine.replay import _device
+    from simcore.engine.settings import resolve_device
 
     groups: dict[str, dict] = {}
     for index, config, s in configs:
         s = dict(s)
         try:
-            dev = _device(replay_config(s))
+            dev = resolve_device(replay_config(s))
         except SimcoreError as e:
             groups[f"error-{config}"] = {
                 "base": s,
