@@ -24,14 +24,9 @@ def replay_table(result) -> str:
     """A replay result as a few lines of text and one table (kind rows and a total row)."""
     c, m, t = result.config, result.memory, result.totals
     dev = c["device"]
-    sel = c.get("selection") or {}
-    method = c["method"]
-    if method in ("dip", "dip-ca"):
-        method += f" rho={c['density']:.2f} (rho_in {sel['rho_in']:.3f}, rho_d {sel['rho_d']:.3f}, {sel.get('split', 'given')})"
-        if c["method"] == "dip-ca":
-            method += f" gamma={c['gamma']:g}"
-    elif method != "dense":
-        method += f" rho={c['density']:.2f}"
+    from simcore.methods import describe
+
+    method = describe(c)
     lines = [
         f"trace    {c['trace']}  ({c['model']}, {t['tokens']} tokens, {len(result.layers) // max(1, len(result.kinds))} layers, {c['trace_source']})",
         f"device   {dev['name']}: DRAM {dev['dram_bw_gbps']:g} GB/s, Flash {dev['flash_bw_gbps']:g} GB/s, budget {format_bytes(c['dram_bytes'])}",

@@ -16,7 +16,15 @@ import numpy as np
 
 from simcore import __version__
 from simcore.engine.result import ReplayResult
-from simcore.engine.settings import ReplayConfig, Setting, _config, resolve_setting, resolve_trace_path
+from simcore.engine.settings import (
+    OPTION_OWNERS,
+    ReplayConfig,
+    Setting,
+    _config,
+    neutral,
+    resolve_setting,
+    resolve_trace_path,
+)
 from simcore.engine.sim import KindSim
 from simcore.engine.throughput import token_time
 from simcore.errors import TraceError
@@ -158,6 +166,7 @@ def summarise_layers(
             T,
             source,
             setting.budgets[bi],
+            method_settings(setting),
         )
         for bi, dram in enumerate(drams)
     ]
@@ -177,14 +186,11 @@ def _replay_layer_shared(reader, layer, T, selection, mems: list[MemoryPlan], cf
     return out
 
 
-def _thresholds(reader: TraceReader, layer: int, column: str, fraction: float, calib_tokens: int) -> float:
-    """cats: the score above which ``fraction`` of a layer's units lie, over its first tokens."""
-    batch = next(reader.iter_layer(layer, (column,), batch_tokens=calib_tokens))[column]
-    if fraction >= 1:
-        return -1.0
-    if fraction <= 0:
-        return float(np.inf)
-    return float(np.quantile(batch.astype(np.float64).ravel(), 1.0 - fraction))
+def _threshold(reader: TraceReader, layer: int, column: str, fraction: float, selection) -> float:
+    """A threshold kind's threshold for one layer: the method's ``threshold`` over the scores of the
+    layer's first ``selection.calib_tokens`` tokens of the trace."""
+    batch = next(reader.iter_layer(layer, (column,), batch_tokens=selection.calib_tokens))[column]
+    return selection.threshold(batch, fraction)
 
 
 def _layer_sims(
@@ -212,9 +218,8 @@ def _layer_sims(
             kp.capacity,
             frac,
             T,
-            cfg,
             policy,
-            _thresholds(reader, layer, kind.score, frac, cfg.cats_calib_tokens) if kind.mode == "threshold" else 0.0,
+            _threshold(reader, layer, kind.score, frac, selection) if kind.mode == "threshold" else 0.0,
             caps=c,
             collect=collect,
         )
@@ -263,6 +268,14 @@ def _record(layer: int, kind: str, cap: int, used: np.ndarray, hits: np.ndarray,
     }
 
 
+def method_settings(setting: Setting) -> dict:
+    """The method's options as it resolved them, the other methods' options at their neutral values (or
+    None), and the density in effect: what a result records of the method."""
+    out = {f: neutral(f) for f in OPTION_OWNERS}
+    out.update(setting.options.model_dump(), density=setting.density)
+    return out
+
+
 def _summarise(
     cfg,
     device,
@@ -277,6 +290,7 @@ def _summarise(
     T,
     source,
     dram_budget,
+    method_settings: dict,
 ) -> ReplayResult:
     unit_bytes = np.array([k.unit_bytes for k in mem.kinds])
     weights = np.array([k.weights_per_unit for k in selection.kinds], np.float64)
@@ -336,6 +350,7 @@ def _summarise(
     resolved = cfg.model_dump()
     resolved.update(
         {
+            **method_settings,  # as the method resolved them: its options and the density in effect
             **source,
             "warnings": warnings,
             "model": shape.name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from simcore import methods, policies
 from simcore.device import Device, load_device, override
@@ -18,8 +18,8 @@ from simcore.units import parse_bandwidth, parse_size
 DEFAULT_MODEL = "smollm2-135m"
 
 
-class ReplayConfig(BaseModel):
-    """Every setting of a replay; the descriptions are what ``simcore replay --help`` shows."""
+class _Settings(BaseModel):
+    """The settings of a replay that are not a method's own options."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -36,28 +36,11 @@ class ReplayConfig(BaseModel):
         default=None, description="override the device's Flash read bandwidth, GB/s (1 or 1GB/s)"
     )
     dram_bw: str | None = Field(default=None, description="override the device's DRAM bandwidth, GB/s (60 or 60GB/s)")
-    method: str = Field(default="dip-ca", description="masking method: dense, glu, gate, up, cats, dip, dip-ca")
+    method: str = Field(
+        default="dip-ca",
+        description=f"masking method: {', '.join(methods.available())}, or the path of a method .py file",
+    )
     density: float = Field(default=0.5, description="target MLP density: fraction of MLP weight bytes used per token")
-    rho_in: float | None = Field(
-        default=None, description="dip/dip-ca: input-channel density (rho_d follows from --density)"
-    )
-    rho_d: float | None = Field(
-        default=None, description="dip/dip-ca: down-channel density (rho_in follows from --density)"
-    )
-    gamma: float = Field(
-        default=0.2, description="dip-ca: score weight of units not in the cache, 0 < gamma <= 1 (1 = dip)"
-    )
-    fixed_top_n: int = Field(
-        default=0, ge=0, description="dip-ca: this many top units per token are exempt from re-weighting"
-    )
-    gamma_warmup: int = Field(
-        default=0, ge=0, description="dip-ca: gamma falls linearly from 1 over this many first tokens"
-    )
-    approx_m: float = Field(
-        default=0.0,
-        ge=0,
-        description="dip-ca: approximate selection from the top m = approx_m * k units, cached first (0: off; > 1 to use)",
-    )
     policy: str = Field(
         default="lfu",
         description=f"eviction policy: {', '.join(policies.available())}, or the path of a policy .py file",
@@ -78,9 +61,6 @@ class ReplayConfig(BaseModel):
     )
     warmup: int = Field(default=100, ge=0, description="tokens excluded from steady-state figures")
     tokens: int | None = Field(default=None, gt=0, description="replay only the first N tokens")
-    cats_calib_tokens: int = Field(
-        default=256, gt=0, description="cats: first tokens of each layer used to calibrate its threshold"
-    )
     batch_tokens: int = Field(default=256, gt=0, description="trace rows read at a time (bounds memory)")
     threads: int = Field(
         default=0, ge=0, description="layers replayed in parallel (0: one per core); results do not depend on it"
@@ -96,6 +76,56 @@ class ReplayConfig(BaseModel):
             raise ConfigError(describe_validation(e)) from None
 
 
+def _method_option_fields() -> tuple[dict, dict]:
+    """The options of the package's methods, as settings fields (each described once, by its method),
+    and which methods take each option."""
+    fields: dict = {}
+    owners: dict[str, list[str]] = {}
+    for name in methods.available():
+        for option, info in methods.load(name).Options.model_fields.items():
+            owners.setdefault(option, []).append(name)
+            if option not in fields:  # validated by the method; here only its type, default and help
+                fields[option] = (info.annotation, Field(default=info.default, description=info.description))
+    return fields, owners
+
+
+_FIELDS, OPTION_OWNERS = _method_option_fields()
+
+ReplayConfig = create_model("ReplayConfig", __base__=_Settings, **_FIELDS)
+ReplayConfig.__doc__ = """Every setting of a replay, the methods' options among them; the descriptions are what
+``simcore replay --help`` shows. A method validates its own options (:func:`method_options`)."""
+
+
+def neutral(option: str):
+    """The value at which a method option has no effect (declared by the method), or None."""
+    for name in OPTION_OWNERS.get(option, ()):
+        extra = methods.load(name).Options.model_fields[option].json_schema_extra
+        if isinstance(extra, dict) and "neutral" in extra:
+            return extra["neutral"]
+    return None
+
+
+def method_options(cfg: ReplayConfig) -> methods.MethodOptions:
+    """The options of ``cfg``'s method, validated by it from the settings given explicitly. No option is
+    silently ignored: an option of another method given explicitly is an error unless it holds its
+    neutral value (gamma 1, so that grids can hold it)."""
+    module = methods.load(cfg.method)
+    declared = module.Options.model_fields
+    given = cfg.model_fields_set
+    ignored = [
+        f for f in OPTION_OWNERS if f in given and f not in declared and getattr(cfg, f) not in (None, neutral(f))
+    ]
+    if ignored:
+        owners = sorted({m for f in ignored for m in OPTION_OWNERS[f]})
+        flags = ", ".join("--" + f.replace("_", "-") for f in ignored)
+        it = "it" if len(ignored) == 1 else "them"
+        raise ConfigError(
+            f"{flags} {'applies' if len(ignored) == 1 else 'apply'} only to method {' and '.join(owners)}; "
+            f"method {cfg.method} would ignore {it}: drop {it} or use --method {owners[-1]}"
+        )
+    return methods.options(cfg.method, {f: getattr(cfg, f) for f in declared if f in given})
+
+
 def describe_validation(e: ValidationError) -> str:
     """One line for the first error of a settings model: the option, what is wrong, the value given."""
     err = e.errors()[0]
@@ -104,6 +134,9 @@ def describe_validation(e: ValidationError) -> str:
     got = f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
     if err["type"] == "extra_forbidden":
         return f"unknown setting {option}"
+    if err["type"] == "value_error":  # a validator's own message: "--gamma must be in (0, 1], got 0.0"
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        return f"{option} {msg}{got}" if loc else msg
     return f"{option}: {err['msg']}{got}"
 
 
@@ -131,35 +164,9 @@ def _config(config: ReplayConfig | None, settings: dict) -> ReplayConfig:
         raise ConfigError(describe_validation(e)) from None
 
 
-CACHE_AWARE_OPTIONS = {"gamma": 1.0, "fixed_top_n": 0, "gamma_warmup": 0, "approx_m": 0.0}
-"""dip-ca's options and their neutral values: another method given one of them at another value is an error."""
-
-
-def _refuse_ignored_options(cfg: ReplayConfig, aware: bool, has_split: bool) -> None:
-    """No option is silently ignored: settings given explicitly that the method would not use are errors
-    (a neutral value, e.g. gamma 1 for dip, is accepted, so that grids can hold it)."""
-    given = cfg.model_fields_set
-    if not aware:
-        ignored = [f for f, neutral in CACHE_AWARE_OPTIONS.items() if f in given and getattr(cfg, f) != neutral]
-        if ignored:
-            flags = ", ".join("--" + f.replace("_", "-") for f in ignored)
-            raise ConfigError(
-                f"{flags} {'applies' if len(ignored) == 1 else 'apply'} only to cache-aware masking (dip-ca); "
-                f"method {cfg.method} would ignore {'it' if len(ignored) == 1 else 'them'}: drop "
-                f"{'it' if len(ignored) == 1 else 'them'} or use --method dip-ca"
-            )
-    if not has_split:
-        ignored = [f for f in ("rho_in", "rho_d") if f in given and getattr(cfg, f) is not None]
-        if ignored:
-            flags = ", ".join("--" + f.replace("_", "-") for f in ignored)
-            raise ConfigError(
-                f"{flags} {'applies' if len(ignored) == 1 else 'apply'} only to dip and dip-ca; "
-                f"method {cfg.method} has no input/down split"
-            )
-    if cfg.method == "dense" and "density" in given and cfg.density != 1:
-        raise ConfigError(
-            f"method dense uses every weight (density 1); drop --density {cfg.density:g} or pick a method"
-        )
+def _describe(options) -> str:
+    """The options in effect, for a message: "gamma 0.2, approx_m 0"."""
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.model_dump().items())
 
 
 @dataclass
@@ -172,6 +179,8 @@ class Setting:
     budgets: list
     mems: list
     cache_dependent: bool
+    options: object = None  # the method's options (a MethodOptions), as it validated them
+    density: float = 1.0  # the MLP density in effect
 
 
 def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
@@ -179,25 +188,26 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
     checks of bad combinations (SimcoreError)."""
     device = resolve_device(cfg)
     policy = policies.load(cfg.policy)
-    selection = methods.resolve(cfg.method, shape, cfg.density, rho_in=cfg.rho_in, rho_d=cfg.rho_d)
-    aware = any(k.cache_aware for k in selection.kinds)
-    _refuse_ignored_options(cfg, aware, "rho_in" in selection.detail)
+    module = methods.load(cfg.method)
+    options = method_options(cfg)
+    density = cfg.density
+    if hasattr(module, "DENSITY"):  # a method with one density (dense)
+        if "density" in cfg.model_fields_set and cfg.density != module.DENSITY:
+            raise ConfigError(
+                f"method {cfg.method} has density {module.DENSITY:g} only; drop --density {cfg.density:g} or pick a method"
+            )
+        density = module.DENSITY
+    selection = methods.resolve(cfg.method, shape, density, options)
     if cfg.overlap_compute and not device.compute_tops:
         raise ConfigError(
             f"--overlap-compute needs a compute term, but device {device.name} has no compute_tops; "
             "give a device profile with compute_tops or drop --overlap-compute"
         )
-    if aware and not 0 < cfg.gamma <= 1:
-        raise ConfigError(f"--gamma must be in (0, 1], got {cfg.gamma}")
-    if 0 < cfg.approx_m <= 1:
-        raise ConfigError(
-            f"--approx-m must be 0 (off) or above 1 (select from the top approx_m * k units), got {cfg.approx_m:g}"
-        )
-    cache_dependent = aware and (cfg.gamma < 1 or cfg.approx_m > 1)
+    cache_dependent = selection.cache_dependent
     if policy.NEEDS_FUTURE and cache_dependent:
         raise ConfigError(
             f"--policy {cfg.policy} needs masks that do not depend on the cache, but {cfg.method} "
-            f"with gamma {cfg.gamma} re-weights by cache state; use --policy lfu or lru, or --gamma 1"
+            f"with {_describe(options)} selects by cache state; use --policy lfu or lru, or --gamma 1"
         )
     budgets = []
     for dram in drams:
@@ -223,4 +233,4 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
         plan(shape, selection, b, quant, cfg.context, split, cache=not no_cache, mlp_bytes_per_weight=mlp_bpw)
         for b in budgets
     ]
-    return Setting(device, policy, selection, budgets, mems, cache_dependent)
+    return Setting(device, policy, selection, budgets, mems, cache_dependent, options, density)

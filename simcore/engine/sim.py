@@ -223,13 +223,14 @@ class KindSim:
 
     @classmethod
     def for_kind(
-        cls, kind, cap: int, fraction: float, T: int, cfg, policy, thr: float = 0.0, caps=None, collect: bool = False
+        cls, kind, cap: int, fraction: float, T: int, policy, thr: float = 0.0, caps=None, collect: bool = False
     ) -> KindSim:
-        """The KindSim of one unit kind (a KindSpec) selecting ``fraction`` of its units under ``cfg``'s
-        (a ReplayConfig) masking options: the one place replay and eval turn a configuration into a
-        simulation."""
+        """The KindSim of one unit kind (a ``methods.KindSpec``, its re-weighting included) selecting
+        ``fraction`` of its units: the one place replay and eval turn a resolved method into a simulation."""
         k = int(round(fraction * kind.n_units))
-        approx = min(int(round(cfg.approx_m * k)), kind.n_units) if cfg.approx_m > 1 else 0
+        rw = kind.reweight
+        aware = rw is not None
+        approx = min(int(round(rw.approx_m * k)), kind.n_units) if aware and rw.approx_m > 1 else 0
         return cls(
             kind.n_units,
             T,
@@ -238,10 +239,10 @@ class KindSim:
             thr=thr,
             cap=cap,
             policy=policy,
-            aware=kind.cache_aware,
-            gamma=cfg.gamma if kind.cache_aware else 1.0,
-            gamma_warmup=cfg.gamma_warmup,
-            fixed_top_n=cfg.fixed_top_n,
+            aware=aware,
+            gamma=rw.gamma if aware else 1.0,
+            gamma_warmup=rw.gamma_warmup if aware else 0,
+            fixed_top_n=rw.fixed_top_n if aware else 0,
             approx_m=approx,
             mass=kind.mass,
             caps=caps,

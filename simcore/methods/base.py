@@ -1,7 +1,17 @@
 """What a masking method tells the engine: which unit kinds an MLP layer has, where each kind's
-per-token scores come from, and how many units to select for a target MLP density.
+per-token scores come from, how many units to select for a target MLP density, and how a kind's
+scores are re-weighted by the cache (cache-aware methods).
 
-The engine owns the per-token loop (engine/kernels.py); a method only describes itself.
+The engine owns the per-token loop (``simcore.engine``); a method only describes itself. A method
+module defines:
+
+* ``resolve(shape, density, options) -> Selection``;
+* ``Options``: a :class:`MethodOptions` model of its own settings (their ``description`` is the CLI's
+  help; ``json_schema_extra={"neutral": v}`` names the value at which an option has no effect, which
+  other methods then accept in a grid); :class:`NoOptions` when it has none;
+* ``DISPLAY``: a :class:`Display` (label, colour and order in reports);
+* optionally ``row_label(row) -> str``, a report's line label for a results row (default: the label).
+
 MLP density rho = fraction of one layer's MLP weight bytes used per token; the three matrices
 W_u, W_g, W_d each hold d * d_int weights, so a kind covering ``m`` matrices' worth of weights
 contributes ``m/3 * fraction_selected`` to rho.
@@ -9,12 +19,54 @@ contributes ``m/3 * fraction_selected`` to rho.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from simcore.errors import ConfigError
 
 Mode = Literal["all", "topk", "threshold"]
+
+
+class MethodOptions(BaseModel):
+    """Base of a method's options: unknown fields and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class NoOptions(MethodOptions):
+    """A method without options of its own."""
+
+
+@dataclass(frozen=True)
+class Display:
+    """How reports show a method: its ``label``, a matplotlib ``color`` and its ``order`` among methods
+    (ascending: baselines first)."""
+
+    label: str
+    color: str = "tab:gray"
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class Reweight:
+    """Cache-aware re-weighting of a kind's scores before its top-k (dip-ca): units not in the cache
+    count ``gamma`` times their score (rising from 1 over the first ``gamma_warmup`` tokens); the
+    ``fixed_top_n`` largest are exempt; ``approx_m`` > 0 instead selects among the ``approx_m * k``
+    largest, cached units first."""
+
+    gamma: float = 1.0
+    gamma_warmup: int = 0
+    fixed_top_n: int = 0
+    approx_m: float = 0.0
+
+    @property
+    def cache_dependent(self) -> bool:
+        """Whether the masks depend on the cache's contents (so tokens must replay in order with the
+        cache in the loop, and no policy may look into the future)."""
+        return self.gamma < 1 or self.approx_m > 1
 
 
 @dataclass(frozen=True)
@@ -28,7 +80,7 @@ class KindSpec:
         mode: "all" (every unit every token), "topk" (a constant count per token) or
             "threshold" (units whose score exceeds a per-layer threshold).
         score: trace column whose magnitudes rank the units (None for mode "all").
-        cache_aware: scores are re-weighted by cache state (dip-ca).
+        reweight: cache-aware re-weighting of the scores (None: the mask ignores the cache).
         mass: this kind's selection is scored against |h| for the kept-mass accuracy proxy.
     """
 
@@ -37,17 +89,32 @@ class KindSpec:
     weights_per_unit: int
     mode: Mode
     score: str | None = None
-    cache_aware: bool = False
+    reweight: Reweight | None = None
     mass: bool = False
+
+    @property
+    def cache_aware(self) -> bool:
+        return self.reweight is not None
 
 
 @dataclass(frozen=True)
 class Selection:
-    """A method resolved for one model and density: kinds and the selected fraction of each."""
+    """A method resolved for one model and density: kinds and the selected fraction of each; ``detail``
+    (plain data) is recorded with every result (e.g. dip's rho split and where it came from).
+
+    Kinds of mode "threshold" need a per-layer threshold: ``threshold(magnitudes, fraction)`` computes
+    it from the scores of the first ``calib_tokens`` tokens of a layer (replay: of the trace; eval: of
+    calibration text)."""
 
     kinds: tuple[KindSpec, ...]
     fractions: tuple[float, ...]
     detail: dict
+    threshold: Callable | None = None
+    calib_tokens: int = 0
+
+    @property
+    def cache_dependent(self) -> bool:
+        return any(k.reweight is not None and k.reweight.cache_dependent for k in self.kinds)
 
 
 def neuron_fraction(method: str, density: float, dense_matrices: int) -> float:

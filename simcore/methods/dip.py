@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import math
 
+from pydantic import Field
+
 from simcore.errors import ConfigError
-from simcore.methods.base import KindSpec, Selection, check_density
+from simcore.methods.base import Display, KindSpec, MethodOptions, Reweight, Selection, check_density
+
+DISPLAY = Display(label="dip", color="tab:blue", order=60)
 
 
 def split(density: float, rho_in: float | None = None, rho_d: float | None = None) -> tuple[float, float]:
@@ -43,9 +47,20 @@ def split(density: float, rho_in: float | None = None, rho_d: float | None = Non
     return rho_in, rho_d
 
 
-def resolve(
-    shape, density: float, rho_in: float | None = None, rho_d: float | None = None, cache_aware: bool = False, **_
-) -> Selection:
+class Options(MethodOptions):
+    rho_in: float | None = Field(
+        default=None, ge=0, le=1, description="dip/dip-ca: input-channel density (rho_d follows from --density)"
+    )
+    rho_d: float | None = Field(
+        default=None, ge=0, le=1, description="dip/dip-ca: down-channel density (rho_in follows from --density)"
+    )
+
+
+def kinds(shape, density: float, options: Options, reweight: Reweight | None = None) -> Selection:
+    """dip's two kinds ("input": a W_u + W_g column per input channel, ranked by |x|; "down": a W_d
+    column per GLU neuron, ranked by |h|) at the split of ``options`` or of a calibration, or the default
+    rule; ``reweight`` makes them cache-aware (dip-ca)."""
+    rho_in, rho_d = options.rho_in, options.rho_d
     source = "given" if rho_in is not None or rho_d is not None else "default rule"
     if rho_in is None and rho_d is None:
         from simcore.calibration import calibration_file, lookup_split
@@ -56,7 +71,20 @@ def resolve(
             source = f"calibrated ({calibration_file(shape.name)})"
     r_in, r_d = split(density, rho_in, rho_d)
     kinds = (
-        KindSpec("input", shape.d, 2 * shape.d_int, "topk", score="x", cache_aware=cache_aware),
-        KindSpec("down", shape.d_int, shape.d, "topk", score="h", cache_aware=cache_aware, mass=True),
+        KindSpec("input", shape.d, 2 * shape.d_int, "topk", score="x", reweight=reweight),
+        KindSpec("down", shape.d_int, shape.d, "topk", score="h", reweight=reweight, mass=True),
     )
     return Selection(kinds, (r_in, r_d), {"rho_in": r_in, "rho_d": r_d, "split": source})
+
+
+def resolve(shape, density: float, options: Options) -> Selection:
+    return kinds(shape, density, options)
+
+
+def describe(config: dict) -> str:
+    """dip rho=0.50 (rho_in 0.396, rho_d 0.707, default rule)"""
+    sel = config.get("selection") or {}
+    return (
+        f"{config['method']} rho={config['density']:.2f} (rho_in {sel['rho_in']:.3f}, rho_d {sel['rho_d']:.3f}, "
+        f"{sel.get('split', 'given')})"
+    )

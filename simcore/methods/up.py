@@ -1,10 +1,13 @@
 """up: top-k of |W_u x| selects neurons; W_u is loaded whole, the selected neurons' W_g rows and
 W_d columns are loaded."""
 
-from simcore.methods.base import KindSpec, Selection, check_density, neuron_fraction
+from simcore.methods.base import Display, KindSpec, NoOptions, Selection, check_density, neuron_fraction
+
+Options = NoOptions
+DISPLAY = Display(label="up", color="tab:brown", order=30)
 
 
-def resolve(shape, density: float, **_) -> Selection:
+def resolve(shape, density: float, options: NoOptions) -> Selection:
     f = neuron_fraction("up", check_density(density), dense_matrices=1)
     kinds = (
         KindSpec("up", shape.d_int, shape.d, "all"),

@@ -24,8 +24,9 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from simcore import methods
 from simcore.engine.settings import ReplayConfig, describe_validation
-from simcore.errors import ConfigError
+from simcore.errors import ConfigError, SimcoreError
 from simcore.units import parse_bandwidth, parse_size
 
 AXES = ("device", "dram", "flash_bw", "dram_bw", "method", "policy", "gamma", "density", "bits")
@@ -141,17 +142,14 @@ class Grid:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def configurations(self) -> list[dict]:
-        """Every combination, as ReplayConfig settings; gamma is set to 1 for methods that ignore it
-        (so that they are not replayed once per gamma) and density to 1 for dense. Duplicates are dropped, order is stable.
-        Raises ConfigError for a setting ReplayConfig rejects (``--tokens 0``)."""
+        """Every combination, as ReplayConfig settings. An option of another method (gamma for dip) takes its
+        neutral value, so that a method is not replayed once per value of an option it ignores, and a
+        method of one density (dense) takes it, whatever the density axis says. Duplicates are dropped,
+        order is stable. Raises ConfigError for a setting ReplayConfig rejects (``--tokens 0``)."""
         names = list(self.axes)
         seen, out = set(), []
         for values in itertools.product(*(self.axes[n] for n in names)):
-            s = {**self.fixed, **dict(zip(names, values))}
-            if s.get("method", "dip-ca") != "dip-ca":
-                s["gamma"] = 1.0
-            if s.get("method") == "dense":  # every weight, whatever the density axis says
-                s["density"] = 1.0
+            s = _normalised({**self.fixed, **dict(zip(names, values))})
             key = config_key(s)
             if key not in seen:
                 seen.add(key)
@@ -173,3 +171,19 @@ def config_key(settings: dict) -> str:
     for k in ("threads", "batch_tokens"):  # cannot change a result
         full.pop(k, None)
     return hashlib.sha1(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _normalised(s: dict) -> dict:
+    """Settings with the options their method ignores at their neutral values (see ``configurations``)."""
+    from simcore.engine.settings import OPTION_OWNERS, neutral
+
+    try:
+        module = methods.load(s.get("method", ReplayConfig.model_fields["method"].default))
+    except SimcoreError:
+        return s  # replaying it reports the unknown method
+    for option in OPTION_OWNERS:
+        if option in s and option not in module.Options.model_fields and neutral(option) is not None:
+            s[option] = neutral(option)
+    if hasattr(module, "DENSITY"):
+        s["density"] = module.DENSITY
+    return s

@@ -92,7 +92,7 @@ def method_columns(method: str, shape: ModelShape) -> set[str]:
     for the kept-mass proxy."""
     from simcore import methods  # the methods describe what they score; the format only stores it
 
-    sel = methods.resolve(method, shape, 1.0, rho_in=1.0, rho_d=1.0)
+    sel = methods.resolve(method, shape, 1.0)
     return {k.score for k in sel.kinds if k.score} | ({"h"} if any(k.mass for k in sel.kinds) else set())
 
 
