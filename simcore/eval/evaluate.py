@@ -109,8 +109,9 @@ def json_tokens(path) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def _cats_thresholds(model, layers, windows, fraction: float) -> list[float]:
-    """Per layer, the |act(W_g x)| value above which ``fraction`` of the calibration values lie."""
+def _cats_thresholds(model, layers, windows, fraction: float, threshold) -> list[float]:
+    """Per layer, the method's ``threshold`` (e.g. the |act(W_g x)| value above which ``fraction`` of
+    the calibration values lie, ``methods.cats.threshold``) over the calibration windows."""
     import torch
 
     values: list[list[np.ndarray]] = [[] for _ in layers]
@@ -132,9 +133,7 @@ def _cats_thresholds(model, layers, windows, fraction: float) -> list[float]:
     finally:
         for h in handles:
             h.remove()
-    if fraction >= 1:
-        return [-1.0] * len(layers)
-    return [float(np.quantile(np.concatenate(v), 1.0 - fraction)) for v in values]
+    return [threshold(np.concatenate(v), fraction) for v in values]
 
 
 def check_counts(tokens: int, seq_len: int, offset: int, calib_tokens: int, calib_offset: int) -> None:
@@ -283,14 +282,14 @@ def evaluate(
     if any(k.mode == "threshold" for k in selection.kinds):
         calib = token_windows(tok, source.text, calib_tokens, seq_len, calib_offset)
         frac = selection.fractions[[k.mode for k in selection.kinds].index("threshold")]
-        thresholds = _cats_thresholds(net, layers, calib, frac)
+        thresholds = _cats_thresholds(net, layers, calib, frac, selection.threshold)
     state = {"t0": 0}
     sims: list[list[KindSim]] = []
     originals = []
     recorded = [[[] for _ in selection.kinds] for _ in layers] if record_masks else None
     for li, layer in enumerate(layers):
         row = [
-            KindSim.for_kind(kind, kp.capacity, frac, T, cfg, setting.policy, thresholds[li])
+            KindSim.for_kind(kind, kp.capacity, frac, T, setting.policy, thresholds[li])
             for kind, kp, frac in zip(selection.kinds, mem.kinds, selection.fractions)
         ]
         sims.append(row)
