@@ -463,6 +463,35 @@ def devices():
         click.echo(f"{name:<22} DRAM {d.dram_bw_gbps:>5g} GB/s  Flash {d.flash_bw_gbps:>4g} GB/s  {d.description}")
 
 
+def _first_line(module, width: int = 88) -> str:
+    """A module's docstring's first sentence, cut to ``width`` characters."""
+    text = " ".join((module.__doc__ or "").split()).split(". ")[0]
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command(name="policies")
+def policies_():
+    """List the cache policies (a policy file of one's own is given by path: --policy ./my_policy.py)."""
+    from simcore import policies
+
+    for name in policies.available():
+        p = policies.load(name)
+        flags = [f for f, on in (("needs the future", p.NEEDS_FUTURE), ("stack", p.STACK)) if on]
+        family = policies.family(p) + (f", {', '.join(flags)}" if flags else "")
+        click.echo(f"{name:<8} [{family}] {_first_line(p)}")
+
+
+@cli.command(name="methods")
+def methods_():
+    """List the masking methods and their options (a method file of one's own: --method ./my_method.py)."""
+    from simcore import methods
+
+    for name in methods.available():
+        m = methods.load(name)
+        options = ", ".join("--" + o.replace("_", "-") for o in m.Options.model_fields)
+        click.echo(f"{name:<7} {_first_line(m)}" + (f"\n        options: {options}" if options else ""))
+
+
 @cli.command()
 @click.argument("trace", type=click.Path())
 @click.option(

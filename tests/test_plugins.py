@@ -1,7 +1,8 @@
-"""A policy of one's own is one file anywhere on disk: written in a temporary directory with no other
-edit, it runs by path through replay, sweep and eval. The file below is FIFO written from scratch with
-plain @njit hooks over its own arrays (no simcore helper), so its numbers must equal the package's fifo
-exactly: a check that fails if the path is ignored, loaded wrongly or driven differently."""
+"""A policy or a method of one's own is one file anywhere on disk: written in a temporary directory with
+no other edit, it runs by path through replay, sweep and eval. The policy below is FIFO written from
+scratch with plain @njit hooks over its own arrays (no simcore helper), so its numbers must equal the
+package's fifo exactly; the method is the glu oracle written again with an option of its own: checks
+that fail if the path is ignored, loaded wrongly or driven differently."""
 
 from __future__ import annotations
 
@@ -57,6 +58,38 @@ MY_FIFO = textwrap.dedent(
 )
 
 
+MY_METHOD = textwrap.dedent(
+    '''
+    """my_glu: W_u and W_g whole, the top-k of |h| selects W_d columns (as glu), k from the density."""
+    from pydantic import Field
+
+    from simcore.methods.base import Display, KindSpec, MethodOptions, Selection, neuron_fraction
+
+    DISPLAY = Display(label="my-glu", color="tab:cyan", order=15)
+
+
+    class Options(MethodOptions):
+        scale: float = Field(default=1.0, gt=0, le=1, description="fraction of the oracle's k to keep")
+
+
+    def resolve(shape, density, options):
+        f = neuron_fraction("my_glu", density, dense_matrices=2) * options.scale
+        kinds = (
+            KindSpec("gate_up", shape.d_int, 2 * shape.d, "all"),
+            KindSpec("down", shape.d_int, shape.d, "topk", score="h", mass=True),
+        )
+        return Selection(kinds, (1.0, f), {"neuron_fraction": f})
+    '''
+)
+
+
+@pytest.fixture(scope="module")
+def my_method(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mine") / "my_glu.py"
+    path.write_text(MY_METHOD)
+    return path
+
+
 @pytest.fixture(scope="module")
 def trace(tmp_path_factory):
     return synth_trace("smollm2-135m", 40, tmp_path_factory.mktemp("t") / "smol", seed=5)
@@ -95,7 +128,7 @@ def test_a_policy_file_through_the_cli_and_a_sweep(trace, my_policy, tmp_path, c
         assert rate == hits[(not is_fifo, method, dram)]
 
 
-def test_a_policy_file_in_the_evaluation_loop(my_policy):
+def test_a_policy_file_and_a_method_file_in_the_evaluation_loop(my_policy, my_method):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     from simcore.eval.evaluate import evaluate
@@ -121,3 +154,41 @@ def test_a_policy_file_in_the_evaluation_loop(my_policy):
     mine, fifo = evaluate(model, policy=str(my_policy), **kw), evaluate(model, policy="fifo", **kw)
     assert mine.perplexity == fifo.perplexity
     assert mine.replay.totals["hits"] == fifo.replay.totals["hits"] > 0
+
+    kw.update(method=str(my_method), density=0.8, policy="lfu")
+    del kw["gamma"]
+    mine, glu = evaluate(model, **kw), evaluate(model, **{**kw, "method": "glu"})
+    assert mine.perplexity == glu.perplexity != evaluate(model, **{**kw, "method": "dense", "density": 1.0}).perplexity
+
+
+def test_a_method_file_replays_as_the_method_it_implements(trace, my_method, tmp_path, capsys):
+    kw = dict(trace=str(trace), density=0.8, dram="72MB", warmup=4, threads=1, policy="lfu")
+    mine, glu = replay(method=str(my_method), **kw), replay(method="glu", **kw)
+    assert mine.totals["hits"] == glu.totals["hits"] > 0
+    assert mine.totals["mass_kept"] == glu.totals["mass_kept"] < 1
+    assert mine.config["method"] == str(my_method)
+
+    assert (
+        main(["replay", "--trace", str(trace), "--method", str(my_method), "--dram", "72MB", "--density", "0.8"]) == 0
+    )
+    assert "my-glu rho=0.80" in capsys.readouterr().out  # the method's own label in the setting line
+    assert main(["replay", "--trace", str(trace), "--method", str(my_method), "--gamma", "0.5"]) == 2
+    assert "--gamma applies only to method dip-ca" in capsys.readouterr().err
+
+    out = tmp_path / "sweep.parquet"
+    args = ["sweep", "--trace", str(trace), "--method", f"glu,{my_method}", "--density", "0.8", "--dram", "72MB"]
+    assert main([*args, "--gamma", "0.2", "--out", str(out), "--workers", "1"]) == 0
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 2 and rows[0]["hit_rate"] == rows[1]["hit_rate"] and {r["gamma"] for r in rows} == {1.0}
+
+
+def test_a_method_file_with_a_bad_option_or_no_resolve_is_one_line(trace, tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("X = 1\n")
+    assert main(["replay", "--trace", str(trace), "--method", str(broken)]) == 2
+    assert "defines no resolve(shape, density, options)" in capsys.readouterr().err
+    failing = tmp_path / "failing.py"
+    failing.write_text("import no_such_module_here\n")
+    assert main(["replay", "--trace", str(trace), "--method", str(failing)]) == 2
+    err = capsys.readouterr().err
+    assert "importing it failed: ModuleNotFoundError" in err and err.count("\n") == 1
