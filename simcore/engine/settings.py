@@ -165,8 +165,9 @@ def _config(config: ReplayConfig | None, settings: dict) -> ReplayConfig:
 
 
 def _describe(options) -> str:
-    """The options in effect, for a message: "gamma 0.2, approx_m 0"."""
-    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.model_dump().items())
+    """The options in effect that do something, for a message: "gamma 0.2"."""
+    on = {k: v for k, v in options.model_dump().items() if v is not None and v != neutral(k)}
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in on.items()) or "its options"
 
 
 @dataclass
