@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.colors
 import matplotlib.image as mpimg
 import numpy as np
 import pyarrow as pa
@@ -273,3 +274,54 @@ def test_bad_input_is_a_one_line_config_error(tmp_path):
     r = CliRunner().invoke(report_command, [str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")])
     assert isinstance(r.exception, ConfigError) and "\n" not in str(r.exception)
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()  # nothing written on bad input
+
+
+def test_methods_the_package_does_not_know_show_by_their_label_in_the_default_colour_last(tmp_path):
+    """A method given by path (here: a file without DISPLAY, and one not on this machine) or by a name this
+    version does not know is shown as its file stem / name, in the default colour, after the package's."""
+    from simcore.methods.base import Display
+    from simcore.report.data import join_eval, load_eval, load_results
+    from simcore.report.plots import Plot, all_plots, dram_sweep, focus, throughput_vs_density
+
+    mine = tmp_path / "my_method.py"
+    mine.write_text("def resolve(shape, density, options):\n    raise NotImplementedError\n")
+    others = {str(mine): "my_method", "/elsewhere/gone_method.py": "gone_method", "future-method": "future-method"}
+    rows = results_rows()
+    for i, method in enumerate(others):
+        for r in [r for r in rows if r["method"] == "dip" and r["status"] == "ok"]:
+            rows.append(
+                dict(r, method=method, rho_in=None, rho_d=None, key=f"{method}-{r['key']}")
+                | {"tokens_per_s_steady": r["tokens_per_s_steady"] * (0.9 - 0.1 * i)}
+            )
+    ev = write_eval(tmp_path / "eval.csv")
+    ev.write_text(ev.read_text() + "".join(f"mistral7b,{m},{d},,{10.1 + d / 2:g}\n" for m in others for d in DENSITIES))
+
+    paths = make_report(pa.Table.from_pylist(rows), tmp_path / "report", eval_path=ev)
+    assert [p.name for p in paths] == PLOTS + ["summary.md"]
+    for p in paths[:-1]:
+        check_png(p)
+    summary = paths[-1].read_text()
+    headings = [line[5:] for line in summary.splitlines() if line.startswith("#### ")]
+    assert headings == ["dip", "dip-ca", f"my_method (`{mine}`)", "gone_method (`/elsewhere/gone_method.py`)"] + [
+        "future-method"
+    ]
+    saved = table_after(summary, "### DRAM saved at equal throughput")
+    assert [c[1] for c in saved if c[0] == "lfu"] == ["dip", "dip-ca", "my_method", "gone_method", "future-method"]
+    mine_table = table_after(summary, f"#### my_method (`{mine}`)")
+    assert [c[5] for c in mine_table] == ["density 0.3, lfu, ppl 10.25"] * 3  # no γ, no ρ split: not its options
+
+    data = load_results(pa.Table.from_pylist(rows))
+    join_eval(data, load_eval(ev))
+    assert all(isinstance(p, Plot) for p in all_plots(data))
+    f = focus(data)
+    ax = throughput_vs_density(f).figure.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    labels = [lab for lab in lines if not lab.startswith("_")]
+    assert labels[:3] == ["dip", "dip-ca γ=0.2", "dip-ca γ=0.5"]
+    assert labels[3:6] == ["my_method", "gone_method", "future-method"]
+    default = matplotlib.colors.to_rgba(Display("x").color)
+    for lab in labels[3:6]:
+        assert matplotlib.colors.to_rgba(lines[lab].get_color()) == default
+    assert matplotlib.colors.to_rgba(lines["dip-ca γ=0.2"].get_color()) == matplotlib.colors.to_rgba("tab:red")
+    sweep = [line.get_label() for line in dram_sweep(f).figure.axes[1].get_lines()]
+    assert "my_method, lfu" in sweep and "gone_method, lru" in sweep

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 
 from pydantic import ValidationError
@@ -45,7 +46,7 @@ def load(name: str) -> ModuleType:
     if not (isinstance(module.Options, type) and issubclass(module.Options, MethodOptions)):
         raise ConfigError(f"method {name}: Options must subclass simcore.methods.base.MethodOptions")
     if not hasattr(module, "DISPLAY"):
-        module.DISPLAY = Display(label=module.__name__.rsplit(".", 1)[-1].replace("_", "-"))
+        module.DISPLAY = Display(label=Path(name).stem if is_path(name) else name)
     return module
 
 

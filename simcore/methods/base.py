@@ -46,7 +46,7 @@ class Display:
     (ascending: baselines first)."""
 
     label: str
-    color: str = "tab:gray"
+    color: str = "tab:cyan"
     order: int = 100
 
 

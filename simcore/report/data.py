@@ -7,15 +7,20 @@ has hundreds of rows, not millions, and the report needs no data-frame library.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 
 import pyarrow as pa
 
+from simcore import methods
 from simcore.errors import ConfigError
+from simcore.methods.base import Display
+from simcore.plugins import is_path
 from simcore.sweep.columns import METRIC_COLUMNS, SETTING_COLUMNS
 
 # the sweep's columns that the report reads (simcore/sweep/columns.py is the one definition)
@@ -31,7 +36,6 @@ EVAL_REQUIRED = ("model", "method", "density", "perplexity")
 
 # What one plot holds fixed: the workload and hardware besides DRAM size ("scenario").
 SCENARIO = ("trace", "model", "device", "flash_bw_gbps", "dram_bw_gbps", "bits", "context")
-METHOD_ORDER = ("dense", "glu", "gate", "up", "cats", "dip", "dip-ca")
 POLICY_ORDER = ("lfu", "lru", "belady", "none")
 ORACLE_POLICIES = ("belady",)
 TOL = 1e-6
@@ -47,7 +51,7 @@ class ReportData:
     n_total: int
     errors: list[dict]
     has_eval: bool = False
-    baseline: dict[str, float] = field(default_factory=dict)  # model -> dense perplexity
+    baseline: dict[str, float] = field(default_factory=dict)  # model -> reference (dense) perplexity
     notes: list[str] = field(default_factory=list)
 
 
@@ -126,13 +130,14 @@ def _close(a, b) -> bool:
 def join_eval(data: ReportData, evals: list[dict]) -> None:
     """Set ``row["perplexity"]`` from the eval table, matching (model, method, density, gamma).
 
-    Dense rows match the model's dense eval row whatever their density. An eval row with no gamma matches
+    Rows of a reference method (:func:`is_reference`: dense) match its eval row whatever their density, and
+    that eval row is the model's baseline perplexity. An eval row with no gamma matches
     any gamma; one with a gamma matches only that gamma (results' null gamma counts as 1.0). Where several
     eval rows match, one with an explicit gamma wins.
     """
     data.has_eval = True
     for e in evals:
-        if e["method"] == "dense":
+        if is_reference(e["method"]):
             data.baseline.setdefault(e["model"], float(e["perplexity"]))
     unmatched = 0
     for r in data.rows:
@@ -140,7 +145,7 @@ def join_eval(data: ReportData, evals: list[dict]) -> None:
         for e in evals:
             if e["model"] != r["model"] or e["method"] != r["method"]:
                 continue
-            if r["method"] != "dense" and not _close(e["density"], r["density"]):
+            if not is_reference(r["method"]) and not _close(e["density"], r["density"]):
                 continue
             if e["gamma"] is not None and not _close(e["gamma"], r["gamma"]):
                 continue
@@ -224,17 +229,6 @@ def fmt_tps(v: float | None) -> str:
     return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
 
 
-def variant(row: dict) -> str:
-    """Line label: the method, with gamma for dip-ca (gamma is what distinguishes its runs)."""
-    return f"dip-ca γ={row['gamma']:g}" if row["method"] == "dip-ca" else row["method"]
-
-
-def variant_key(label: str) -> tuple:
-    method, _, g = label.partition(" γ=")
-    idx = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return (idx, method, float(g) if g else 0.0)
-
-
 def fastest(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
     """One row per distinct ``keys``: the one with the highest steady tokens/s (e.g. over rho splits)."""
     best: dict[tuple, dict] = {}
@@ -247,14 +241,69 @@ def fastest(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
     return list(best.values())
 
 
-def method_color(method: str) -> str:
-    palette = {
-        "dense": "black",
-        "glu": "tab:gray",
-        "gate": "tab:olive",
-        "up": "tab:brown",
-        "cats": "tab:purple",
-        "dip": "tab:blue",
-        "dip-ca": "tab:red",
-    }
-    return palette.get(method, "tab:cyan")
+# ---- methods: what the report knows of them is what they say of themselves (simcore.methods) ------------
+
+
+@functools.cache
+def _module(method) -> ModuleType | None:
+    """The method module (package name or file path), None where it cannot be loaded here (a name this
+    version does not know, a method file that is not on this machine)."""
+    if not isinstance(method, str):
+        return None
+    try:
+        return methods.load(method)
+    except (ConfigError, OSError):
+        return None
+
+
+@functools.cache
+def method_display(method) -> Display:
+    """How the report shows ``method``: its ``DISPLAY`` (label, colour, order). A method given by path that
+    does not name itself (``methods.load`` then labels it by its file stem), or whose file is not here, shows
+    as its file stem in the default colour, last."""
+    module = _module(method)
+    if module is None:
+        if not isinstance(method, str):
+            return Display(label=str(method), order=1000)
+        shown = methods.display(method)  # the default: shown as itself, last
+        return replace(shown, label=Path(method).stem) if is_path(method) else shown
+    return module.DISPLAY
+
+
+def method_key(method) -> tuple:
+    """Sort key of a method: its display order, then its name."""
+    return (method_display(method).order, str(method))
+
+
+def ordered_methods(values) -> list:
+    """Distinct methods (None left out) in display order."""
+    return sorted({v for v in values if v is not None}, key=method_key)
+
+
+def method_color(method) -> str:
+    return method_display(method).color
+
+
+def row_label(row: dict) -> str:
+    """A results row's line label: the method's ``row_label(row)`` where it has one (e.g. with its γ), else
+    its label."""
+    if callable(getattr(_module(row["method"]), "row_label", None)):
+        return methods.row_label(row)
+    return method_display(row["method"]).label
+
+
+def row_key(row: dict) -> tuple:
+    """Sort key of a row's line: the method's display order and name, then gamma."""
+    return (*method_key(row["method"]), row["gamma"])
+
+
+def takes_gamma(method) -> bool:
+    """Whether the method has a ``gamma`` option (cache-aware re-weighting), so its rows differ by γ."""
+    module = _module(method)
+    return module is not None and "gamma" in module.Options.model_fields
+
+
+def is_reference(method) -> bool:
+    """Whether the method is the reference the others are measured against: it always uses every weight
+    (``DENSITY`` 1, i.e. dense), so its perplexity is the baseline and its throughput the target."""
+    return getattr(_module(method), "DENSITY", None) == 1.0

@@ -3,7 +3,9 @@
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display, no global
 state). A plot holds fixed what it does not show; :func:`focus` picks those settings once for all plots
 (the most common scenario, the lower median DRAM size and density, the most common policy, the most
-common dip-ca gamma below 1) and every title says which it shows.
+common gamma below 1 of the methods that take one) and every title says which it shows. What a plot knows of
+a method (label, colour, order, whether it takes a gamma, whether it is the dense reference) comes from the
+method itself, through :mod:`simcore.report.data`.
 """
 
 from __future__ import annotations
@@ -23,15 +25,20 @@ from simcore.report.data import (
     ReportData,
     fastest,
     gb,
+    is_reference,
     lower_median,
     method_color,
+    method_display,
+    method_key,
     mode,
     ordered,
+    ordered_methods,
+    row_key,
+    row_label,
     scenario_of,
     scenarios,
     short_scenario,
-    variant,
-    variant_key,
+    takes_gamma,
 )
 
 POLICY_STYLE = {"lfu": "-", "lru": "--", "belady": ":", "none": "-."}
@@ -67,14 +74,15 @@ class Focus:
     dram: int
     policy: str
     density: float | None  # target density of the sparse methods
-    gamma: float  # dip-ca's gamma where gamma is not an axis
+    gamma: float  # the gamma of the methods that take one, where gamma is not an axis
+    gamma_methods: tuple[str, ...] = ()  # labels of the methods in the scenario that take a gamma
 
     def label(self, *show: str) -> str:
         parts = {
             "dram": f"DRAM {gb(self.dram)} GB (median swept)",
             "policy": f"policy {self.policy}",
             "density": f"density {self.density:g}" if self.density is not None else "",
-            "gamma": f"dip-ca γ={self.gamma:g}",
+            "gamma": f"{'/'.join(self.gamma_methods)} γ={self.gamma:g}" if self.gamma_methods else "",
         }
         return ", ".join(p for k, p in parts.items() if k in show and p)
 
@@ -82,8 +90,9 @@ class Focus:
 def focus(data: ReportData) -> Focus:
     s = scenarios(data.rows)[0]
     rows = [r for r in data.rows if scenario_of(r) == s]
-    sparse = [r for r in rows if r["method"] != "dense"]
-    gammas = [r["gamma"] for r in rows if r["method"] == "dip-ca" and r["gamma"] < 1 - TOL]
+    sparse = [r for r in rows if not is_reference(r["method"])]
+    gamma_methods = [m for m in ordered_methods(r["method"] for r in rows) if takes_gamma(m)]
+    gammas = [r["gamma"] for r in rows if r["method"] in gamma_methods and r["gamma"] < 1 - TOL]
     return Focus(
         scenario=s,
         rows=rows,
@@ -91,26 +100,27 @@ def focus(data: ReportData) -> Focus:
         policy=mode(r["policy"] for r in (sparse or rows)),
         density=lower_median(r["density"] for r in sparse),
         gamma=mode(gammas) if gammas else 1.0,
+        gamma_methods=tuple(method_display(m).label for m in gamma_methods),
     )
 
 
 def _select(f: Focus, dram=True, policy=True, density=True, gamma=True) -> list[dict]:
-    """Rows of the focus scenario at the focus settings that are switched on; dense keeps its own policy
-    (its most common one) where it has no row with the focus policy."""
+    """Rows of the focus scenario at the focus settings that are switched on; the reference (dense) keeps its
+    own policy (its most common one) where it has no row with the focus policy."""
     out = []
     rows = [r for r in f.rows if not dram or r["dram_bytes"] == f.dram]
-    dense_policies = {r["policy"] for r in rows if r["method"] == "dense"}
-    dense_policy = f.policy if f.policy in dense_policies else mode(r["policy"] for r in rows if r["method"] == "dense")
+    ref_policies = [r["policy"] for r in rows if is_reference(r["method"])]
+    ref_policy = f.policy if f.policy in ref_policies else mode(ref_policies)
     for r in rows:
-        if r["method"] == "dense":
-            if policy and r["policy"] != dense_policy:
+        if is_reference(r["method"]):
+            if policy and r["policy"] != ref_policy:
                 continue
         else:
             if policy and r["policy"] != f.policy:
                 continue
             if density and f.density is not None and abs(r["density"] - f.density) > TOL:
                 continue
-            if gamma and r["method"] == "dip-ca" and abs(r["gamma"] - f.gamma) > TOL:
+            if gamma and takes_gamma(r["method"]) and abs(r["gamma"] - f.gamma) > TOL:
                 continue
         out.append(r)
     return out
@@ -124,28 +134,38 @@ def _new_figure(ncols: int = 1, width: float = 8.5) -> tuple[Figure, list]:
     return fig, list(axes)
 
 
+def _lines(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Rows grouped by line label (the method's ``row_label``: one line per γ for a method that takes one),
+    in display order: method order, then γ."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(row_label(r), []).append(r)
+    return sorted(groups.items(), key=lambda g: (min(row_key(r) for r in g[1]), g[0]))
+
+
 def throughput_vs_density(f: Focus) -> Plot | Skip:
     name = "throughput_vs_density.png"
     rows = fastest(_select(f, density=False, gamma=False), ("method", "gamma", "density"))
-    sparse = [r for r in rows if r["method"] != "dense"]
+    sparse = [r for r in rows if not is_reference(r["method"])]
     if len({r["density"] for r in sparse}) < 2:
         return Skip(name, "fewer than two MLP densities at the median DRAM size and the common policy")
     fig, (ax,) = _new_figure()
-    labels = sorted({variant(r) for r in sparse}, key=variant_key)
-    ca_labels = [lab for lab in labels if lab.startswith("dip-ca")]
-    for lab in labels:
-        pts = sorted((r["mlp_density"], r[TPS], r["method"]) for r in sparse if variant(r) == lab)
+    lines = _lines(sparse)
+    gamma_labels = [lab for lab, group in lines if takes_gamma(group[0]["method"])]
+    for lab, group in lines:
+        pts = sorted((r["mlp_density"], r[TPS]) for r in group)
         ax.plot(
             [p[0] for p in pts],
             [p[1] for p in pts],
-            marker="^" if lab in ca_labels else "o",
-            color=method_color(pts[0][2]),
-            linestyle=GAMMA_STYLES[ca_labels.index(lab) % len(GAMMA_STYLES)] if lab in ca_labels else "-",
+            marker="^" if lab in gamma_labels else "o",
+            color=method_color(group[0]["method"]),
+            linestyle=GAMMA_STYLES[gamma_labels.index(lab) % len(GAMMA_STYLES)] if lab in gamma_labels else "-",
             label=lab,
         )
-    for r in (r for r in rows if r["method"] == "dense"):
-        ax.axhline(r[TPS], color="black", linestyle=":", linewidth=1.2, label=f"dense: {r[TPS]:.3g} tokens/s")
-        ax.plot([r["mlp_density"]], [r[TPS]], marker="s", color="black", linestyle="none")
+    for r in (r for r in rows if is_reference(r["method"])):
+        color = method_color(r["method"])
+        ax.axhline(r[TPS], color=color, linestyle=":", linewidth=1.2, label=f"{row_label(r)}: {r[TPS]:.3g} tokens/s")
+        ax.plot([r["mlp_density"]], [r[TPS]], marker="s", color=color, linestyle="none")
     ax.set_xlabel("achieved MLP density (fraction of MLP weight bytes used per token)")
     ax.set_ylabel("steady-state throughput (tokens/s)")
     ax.set_title(f"Throughput vs MLP density — {short_scenario(f.scenario)}\n{f.label('dram', 'policy')}")
@@ -164,13 +184,13 @@ def pareto(f: Focus, data: ReportData) -> Plot | Skip:
     if len(rows) < 2:
         return Skip(name, "fewer than two configurations with a perplexity at the median DRAM size")
     fig, (ax,) = _new_figure()
-    for lab in sorted({variant(r) for r in rows}, key=variant_key):
-        pts = [r for r in rows if variant(r) == lab]
+    for lab, pts in _lines(rows):
+        method = pts[0]["method"]
         ax.scatter(
             [r["perplexity"] for r in pts],
             [r[TPS] for r in pts],
-            color=method_color(pts[0]["method"]),
-            marker="s" if lab == "dense" else ("^" if lab.startswith("dip-ca") else "o"),
+            color=method_color(method),
+            marker="s" if is_reference(method) else ("^" if takes_gamma(method) else "o"),
             s=36,
             label=lab,
             zorder=3,
@@ -223,7 +243,7 @@ def dram_sweep(f: Focus) -> Plot | Skip:
         return Skip(name, f"only one DRAM size ({gb(next(iter(drams)))} GB) in the sweep")
     rows = fastest(_select(f, dram=False, policy=False), ("method", "policy", "dram_bytes"))
     fig, axes = _new_figure(2, width=12)
-    keys = sorted({(r["method"], r["policy"]) for r in rows}, key=lambda k: (variant_key(k[0]), _pol(k[1])))
+    keys = sorted({(r["method"], r["policy"]) for r in rows}, key=lambda k: (method_key(k[0]), _pol(k[1])))
     for method, pol in keys:
         pts = sorted(
             (r["dram_bytes"] / 1e9, r["hit_rate_steady"], r[TPS])
@@ -238,7 +258,7 @@ def dram_sweep(f: Focus) -> Plot | Skip:
                 markersize=4,
                 color=method_color(method),
                 linestyle=POLICY_STYLE.get(pol, "-"),
-                label=f"{method}, {pol}",
+                label=f"{method_display(method).label}, {pol}",
             )
     axes[0].set_ylabel("steady-state hit rate (fraction of unit reads from DRAM)")
     axes[0].set_ylim(0, 1.02)
@@ -258,28 +278,42 @@ def dram_sweep(f: Focus) -> Plot | Skip:
 
 
 def gamma_effect(f: Focus) -> Plot | Skip:
+    """Throughput and hit rate against γ for the methods that take a ``gamma`` option (cache-aware
+    re-weighting), one line per target density (and method, where several have two γ or more)."""
     name = "gamma_effect.png"
-    ca = [r for r in f.rows if r["method"] == "dip-ca" and r["dram_bytes"] == f.dram]
+    gamma_methods = [m for m in ordered_methods(r["method"] for r in f.rows) if takes_gamma(m)]
+    if not gamma_methods:
+        return Skip(name, "no method with a gamma option in the sweep")
+    ca = [r for r in f.rows if r["method"] in gamma_methods and r["dram_bytes"] == f.dram]
     policy = mode(r["policy"] for r in ca if r["policy"] not in ORACLE_POLICIES)
     ca = [r for r in ca if r["policy"] == policy]
-    gammas = {r["gamma"] for r in ca}
-    if len(gammas) < 2:
-        return Skip(name, f"dip-ca has {len(gammas) or 'no'} gamma value(s) at the median DRAM size")
-    rows = fastest(ca, ("density", "gamma"))
+    gammas = {m: {r["gamma"] for r in ca if r["method"] == m} for m in gamma_methods}
+    shown = [m for m in gamma_methods if len(gammas[m]) >= 2]
+    if not shown:
+        counts = ", ".join(f"{method_display(m).label} has {len(gammas[m]) or 'no'}" for m in gamma_methods)
+        return Skip(name, f"{counts} gamma value(s) at the median DRAM size")
+    labels = [method_display(m).label for m in shown]
+    rows = fastest([r for r in ca if r["method"] in shown], ("method", "density", "gamma"))
     fig, axes = _new_figure(2, width=12)
     cmap = matplotlib.colormaps["viridis"]
     dens = sorted({r["density"] for r in rows})
-    for j, d in enumerate(dens):
-        pts = sorted((r["gamma"], r[TPS], r["hit_rate_steady"]) for r in rows if r["density"] == d)
-        color = cmap(j / max(1, len(dens) - 1) * 0.85)
-        for ax, i in zip(axes, (1, 2)):
-            ax.plot(
-                [p[0] for p in pts],
-                [p[i] if p[i] is not None else float("nan") for p in pts],
-                marker="o",
-                color=color,
-                label=f"density {d:g}",
+    for k, (m, lab) in enumerate(zip(shown, labels)):
+        for j, d in enumerate(dens):
+            pts = sorted(
+                (r["gamma"], r[TPS], r["hit_rate_steady"]) for r in rows if (r["method"], r["density"]) == (m, d)
             )
+            if not pts:
+                continue
+            color = cmap(j / max(1, len(dens) - 1) * 0.85)
+            for ax, i in zip(axes, (1, 2)):
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[i] if p[i] is not None else float("nan") for p in pts],
+                    marker="o",
+                    color=color,
+                    linestyle=GAMMA_STYLES[k % len(GAMMA_STYLES)],
+                    label=f"density {d:g}" if len(shown) == 1 else f"{lab}, density {d:g}",
+                )
     axes[0].set_ylabel("steady-state throughput (tokens/s)")
     axes[0].set_ylim(bottom=0)
     axes[0].set_title("Throughput vs γ")
@@ -287,18 +321,25 @@ def gamma_effect(f: Focus) -> Plot | Skip:
     axes[1].set_ylim(0, 1.02)
     axes[1].set_title("Hit rate vs γ")
     for ax in axes:
-        ax.set_xlabel("γ, score weight of uncached units (1 = plain dip)")
-        ax.legend(title="dip-ca target density", fontsize=8)
-    fig.suptitle(f"Cache-aware masking (dip-ca) — {short_scenario(f.scenario)}; DRAM {gb(f.dram)} GB, policy {policy}")
+        ax.set_xlabel("γ, score weight of uncached units (1 = no re-weighting)")
+        ax.legend(title=f"{labels[0]} target density" if len(shown) == 1 else "method, target density", fontsize=8)
+    names = "/".join(labels)
+    fig.suptitle(f"Cache-aware masking ({names}) — {short_scenario(f.scenario)}; DRAM {gb(f.dram)} GB, policy {policy}")
+    per = "density" if len(shown) == 1 else "method and density"
     return Plot(
         name,
         fig,
-        f"dip-ca steady tokens/s and hit rate vs γ, one line per density, DRAM {gb(f.dram)} GB, policy {policy}",
+        f"{names} steady tokens/s and hit rate vs γ, one line per {per}, DRAM {gb(f.dram)} GB, policy {policy}",
     )
 
 
 def _pol(p: str) -> int:
     return POLICY_ORDER.index(p) if p in POLICY_ORDER else len(POLICY_ORDER)
+
+
+def _tick(method: str, gamma: float) -> str:
+    label = method_display(method).label
+    return f"{label} (γ={gamma:g})" if takes_gamma(method) else label
 
 
 def policies(f: Focus) -> Plot | Skip:
@@ -307,7 +348,7 @@ def policies(f: Focus) -> Plot | Skip:
     pols = ordered((r["policy"] for r in rows), POLICY_ORDER)
     if len(pols) < 2:
         return Skip(name, f"only one cache policy ({', '.join(pols)}) at the median DRAM size")
-    methods = sorted({r["method"] for r in rows}, key=variant_key)
+    methods = ordered_methods(r["method"] for r in rows)
     fig, axes = _new_figure(2, width=12)
     width = 0.8 / len(pols)
     cmap = {"lfu": "tab:blue", "lru": "tab:orange", "belady": "tab:green", "none": "tab:gray"}
@@ -318,7 +359,7 @@ def policies(f: Focus) -> Plot | Skip:
             vals = [by[(m, pol)][col] if (m, pol) in by and by[(m, pol)][col] is not None else NAN for m in methods]
             ax.bar(xs, vals, width=width, color=cmap.get(pol, f"C{i}"), label=pol, edgecolor="white")
     for ax in axes:
-        ax.set_xticks(range(len(methods)), [m if m != "dip-ca" else f"dip-ca (γ={f.gamma:g})" for m in methods])
+        ax.set_xticks(range(len(methods)), [_tick(m, f.gamma) for m in methods])
         ax.set_xlabel("sparsity method")
         ax.legend(title="cache policy", fontsize=8)
     axes[0].set_ylabel("steady-state throughput (tokens/s)")

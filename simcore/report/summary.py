@@ -2,7 +2,9 @@
 
 Every table is computed per scenario (model, device, bandwidths, bits, context, trace) and opens with one
 line saying how its numbers were obtained. Throughput is always the steady-state figure (after warm-up).
-"Best" never counts the belady policy: it is an oracle that needs future masks.
+"Best" never counts the belady policy: it is an oracle that needs future masks. Methods are named, ordered and
+told apart by what they say of themselves (:mod:`simcore.report.data`); "dense" is the reference method, the one
+that always uses every weight.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ from simcore.report.data import (
     describe_scenario,
     fmt_tps,
     gb,
+    is_reference,
+    method_display,
     mode,
     ordered,
+    ordered_methods,
     scenario_of,
     scenarios,
+    takes_gamma,
 )
 from simcore.report.plots import Plot, Skip
 
@@ -40,11 +46,17 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _heading(method: str) -> str:
+    """A method's heading: its label, and the name it was given by where that differs (a path)."""
+    label = method_display(method).label
+    return label if label == method else f"{label} (`{method}`)"
+
+
 def _setting(r: dict, ppl: bool = False, policy: bool = True) -> str:
-    parts = [f"density {r['density']:g}"] if r["method"] != "dense" else []
-    if r["method"] == "dip-ca":
+    parts = [f"density {r['density']:g}"] if not is_reference(r["method"]) else []
+    if takes_gamma(r["method"]):
         parts.append(f"γ {r['gamma']:g}")
-    if r["method"] in ("dip", "dip-ca") and r["rho_in"] is not None and r["rho_d"] is not None:
+    if r["rho_in"] is not None and r["rho_d"] is not None:
         parts.append(f"ρ_in {r['rho_in']:.3g}/ρ_d {r['rho_d']:.3g}")
     if policy:
         parts.append(r["policy"])
@@ -73,7 +85,7 @@ def grid_section(data: ReportData) -> list[str]:
     return [
         "## Grid covered",
         "",
-        "Distinct values per setting over the ok rows (rho_in/rho_d are null for non-dip methods; a null gamma is read "
+        "Distinct values per setting over the ok rows (rho_in/rho_d are null for methods without a ρ split; a null gamma is read "
         "as 1, no re-weighting).",
         "",
         *_table(["setting", "count", "values"], rows),
@@ -93,13 +105,11 @@ def budget_section(rows: list[dict], data: ReportData, model: str) -> list[str]:
         "budget; '—' when none is.",
         "",
     ]
-    for method in ordered(
-        (r["method"] for r in rows if r["method"] != "dense"), ("glu", "gate", "up", "cats", "dip", "dip-ca")
-    ):
+    for method in ordered_methods(r["method"] for r in rows if not is_reference(r["method"])):
         table = []
         for d in drams:
             at = [r for r in rows if r["dram_bytes"] == d]
-            dense = _best([r for r in at if r["method"] == "dense"])
+            dense = _best([r for r in at if is_reference(r["method"])])
             cells = [f"{gb(d)}", fmt_tps(dense[TPS] if dense else None)]
             for b in BUDGETS:
                 best = _best(
@@ -111,7 +121,7 @@ def budget_section(rows: list[dict], data: ReportData, model: str) -> list[str]:
                 )
                 cells += [fmt_tps(best[TPS] if best else None), _setting(best, ppl=True) if best else "—"]
             table.append(cells)
-        out += [f"#### {method}", ""]
+        out += [f"#### {_heading(method)}", ""]
         out += _table(
             ["DRAM (GB)", "dense tok/s", "best tok/s ≤ +0.2 ppl", "setting", "best tok/s ≤ +0.5 ppl", "setting"], table
         )
@@ -122,23 +132,25 @@ def budget_section(rows: list[dict], data: ReportData, model: str) -> list[str]:
 def density_section(rows: list[dict]) -> list[str]:
     """Without eval data: per method, the fastest configuration at each (density, DRAM size)."""
     drams = sorted({r["dram_bytes"] for r in rows})
+    gamma_labels = [method_display(m).label for m in ordered_methods(r["method"] for r in rows) if takes_gamma(m)]
+    with_gamma = f" (and γ for {'/'.join(gamma_labels)})" if gamma_labels else ""
     out = [
         "No eval data (perplexity) given: best steady tokens/s per method and target density at each DRAM size, over "
-        "γ, ρ split and policy (belady left out); the cell names the policy (and γ for dip-ca). Lower density is "
+        f"γ, ρ split and policy (belady left out); the cell names the policy{with_gamma}. Lower density is "
         "faster but less accurate — run `simcore eval` and pass `--eval` to weigh that.",
         "",
     ]
-    for method in ordered((r["method"] for r in rows), ("dense", "glu", "gate", "up", "cats", "dip", "dip-ca")):
+    for method in ordered_methods(r["method"] for r in rows):
         mrows = [r for r in rows if r["method"] == method]
         table = []
         for dens in sorted({r["density"] for r in mrows}):
             cells = [f"{dens:g}"]
             for d in drams:
                 best = _best([r for r in mrows if r["dram_bytes"] == d and abs(r["density"] - dens) <= TOL])
-                extra = f", γ {best['gamma']:g}" if best and method == "dip-ca" else ""
+                extra = f", γ {best['gamma']:g}" if best and takes_gamma(method) else ""
                 cells.append(f"{fmt_tps(best[TPS])} ({best['policy']}{extra})" if best else "—")
             table.append(cells)
-        out += [f"#### {method}", ""]
+        out += [f"#### {_heading(method)}", ""]
         out += _table(["density"] + [f"{gb(d)} GB" for d in drams], table)
         out.append("")
     return out
@@ -165,7 +177,7 @@ def saved_section(rows: list[dict], data: ReportData, model: str) -> list[str]:
             "DRAM saved: no dense perplexity for this model in the eval table, so no accuracy limit can be set.",
             "",
         ]
-    dense_all = [r for r in rows if r["method"] == "dense" and r[TPS] is not None]
+    dense_all = [r for r in rows if is_reference(r["method"]) and r[TPS] is not None]
     if not dense_all:
         return ["DRAM saved: no dense rows in this scenario, nothing to compare with.", ""]
     limit = (
@@ -189,9 +201,7 @@ def saved_section(rows: list[dict], data: ReportData, model: str) -> list[str]:
         dmax = max(r["dram_bytes"] for r in dense)
         target = max(r[TPS] for r in dense if r["dram_bytes"] == dmax)
         ref = f"{fmt_tps(target)} at {gb(dmax)} GB" + ("" if dense_pol == pol else f" (dense with {dense_pol})")
-        for method in ordered(
-            (r["method"] for r in rows if r["method"] != "dense"), ("glu", "gate", "up", "cats", "dip", "dip-ca")
-        ):
+        for method in ordered_methods(r["method"] for r in rows if not is_reference(r["method"])):
             cand = [r for r in rows if r["method"] == method and r["policy"] == pol and r[TPS] is not None]
             if base is not None:
                 cand = [r for r in cand if r["perplexity"] is not None and r["perplexity"] <= base + SAVED_BUDGET + TOL]
@@ -209,14 +219,14 @@ def saved_section(rows: list[dict], data: ReportData, model: str) -> list[str]:
                 if hit is not None and (best is None or hit[0] < best[0]):
                     best = (hit[0], hit[1], crow[0])
             if best is None:
-                table.append([pol, method, ref, "not reached", "—", "—"])
+                table.append([pol, method_display(method).label, ref, "not reached", "—", "—"])
             else:
                 where = ("≤ " if best[1] else "") + f"{best[0]:.2f}"
                 saved = dmax / 1e9 - best[0]
                 table.append(
                     [
                         pol,
-                        method,
+                        method_display(method).label,
                         ref,
                         where,
                         _setting(best[2], ppl=True, policy=False),
