@@ -11,7 +11,7 @@ import pytest
 
 from simcore.engine.replay import replay
 from simcore.engine.sim import simulate
-from simcore.errors import ConfigError, SimcoreError, TraceError
+from simcore.errors import ConfigError, TraceError
 from simcore.trace.format import TraceReader
 from simcore.trace.synth import synth_trace
 
@@ -166,21 +166,6 @@ def test_bad_replay_input_is_one_clear_line(smol_trace, capsys, args, message):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_malformed_device_files_name_the_file_and_field(tmp_path, smol_trace, capsys):
-    cases = {
-        "typo.yaml": ("dram_bw_gbps: 60\nflash_bw_gbsp: 1\n", "field 'flash_bw_gbsp': unknown key"),
-        "neg.yaml": ("dram_bw_gbps: -60\nflash_bw_gbps: 1\n", "field 'dram_bw_gbps'"),
-        "bad.yaml": ("dram_bw_gbps: [60\n", "is not valid YAML"),
-        "odd.yaml": ("dram_bw_gbps: 1\nflash_bw_gbps: 5\n", "exceeds dram_bw_gbps"),
-    }
-    for name, (text, message) in cases.items():
-        p = tmp_path / name
-        p.write_text(text)
-        assert _cli("replay", "--trace", str(smol_trace), "--device", str(p), "--dram", "80MB") == 2
-        err = capsys.readouterr().err
-        assert message in err and str(p) in err, err
-
-
 def test_broken_traces_are_clear_errors(smol_trace, tmp_path):
     import shutil
 
@@ -237,17 +222,6 @@ def test_synthetic_traces_are_seeded(tmp_path):
     np.testing.assert_allclose(
         la["h"].astype(np.float32), (la["gate"].astype(np.float32) * la["up"]), rtol=2e-3, atol=1e-6
     )
-
-
-def test_sizes_and_bandwidths_parse_in_both_spellings():
-    from simcore.units import parse_bandwidth, parse_size
-
-    assert parse_size("4GB") == 4_000_000_000 and parse_size("4GiB") == 4 * 2**30 and parse_size("512MB") == 512e6
-    assert parse_bandwidth("1") == 1.0 and parse_bandwidth("1GB/s") == 1.0 and parse_bandwidth("500MB/s") == 0.5
-    for bad in ("4XB", "GB", "4 G B", "-1GB"):
-        with pytest.raises(ConfigError):
-            parse_size(bad)
-    assert issubclass(ConfigError, SimcoreError)
 
 
 @pytest.mark.parametrize(
