@@ -361,7 +361,10 @@ CASES: list[tuple[str, str]] = [
     (f"replay {T} --dram 64MB --method dip --gamma 0.3", "--gamma applies only to method dip-ca"),
     (f"replay {T} --dram 64MB --method gate --fixed-top-n 4", "--fixed-top-n applies only to method dip-ca"),
     (f"replay {T} --dram 64MB --method up --gamma-warmup 8 --approx-m 2", "would ignore them"),
-    (f"replay {T} --dram 64MB --method glu --density 0.8 --rho-in 0.5", "--rho-in applies only to method dip and dip-ca"),
+    (
+        f"replay {T} --dram 64MB --method glu --density 0.8 --rho-in 0.5",
+        "--rho-in applies only to method dip and dip-ca",
+    ),
     (f"replay {T} --dram 64MB --method dense --density 0.5", "method dense has density 1 only"),
     ("eval --method cats --gamma 0.2 --dram 64MB", "--gamma applies only to method dip-ca"),
     (f"replay {T} --overlap-compute", "--overlap-compute needs a compute term"),
