@@ -136,26 +136,28 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
     one inlined by Numba) costs a reference count update per array, more than a one-unit token's work."""
     in_cache, pinned, occ = cache.in_cache, cache.pinned, cache.occ
     n = in_cache.shape[0]
+    missed = np.empty(max(n, 1), np.int32)  # the current token's misses, in ascending order
     for j in range(ptr.shape[0] - 1):
         a0, a1, t = ptr[j], ptr[j + 1], t0 + j
+        # a token of one unit pins nothing: its unit is not cached when it misses, so no victim can be it
+        pin = a1 - a0 > 1
         hits = 0
-        for a in range(a0, a1):
-            pinned[idx[a]] = True
+        nm = 0
         for a in range(a0, a1):
             u = idx[a]
+            if pin:
+                pinned[u] = True
             if in_cache[u]:
                 hits += 1
                 h.hit(st, u, t)
+            else:
+                missed[nm] = u
+                nm += 1
         status = hits
         if cap > 0:
-            stream = (a1 - a0) - cap  # misses beyond the room the hits (which stay) leave: the lowest indices
-            for a in range(a0, a1):
-                u = idx[a]
-                if in_cache[u]:
-                    continue
-                if stream > 0:
-                    stream -= 1
-                    continue
+            # misses beyond the room the hits (which stay) leave stream past the cache: the lowest indices
+            for b in range(max(0, (a1 - a0) - cap), nm):
+                u = missed[b]
                 h.miss(st, u, t)
                 if not h.admit(st, u, t):
                     continue
@@ -177,8 +179,9 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
                         break
                     in_cache[d] = False
                     occ[0] -= 1
-        for a in range(a0, a1):
-            pinned[idx[a]] = False
+        if pin:
+            for a in range(a0, a1):
+                pinned[idx[a]] = False
         if status < 0:
             return status
         out_hits[j] = status
