@@ -69,12 +69,12 @@ def new_cache(n_units: int) -> Cache:
 
 # The defaults of the optional hooks take every policy's state type, a user's own among them: a cache
 # index on disk listing them could not be read back by a process that has not imported that user's file.
-@njit(**dict(NJIT_HOOKED, _nrt=False))
+@njit(**dict(NJIT_HOOKED, _nrt=False, forceinline=True))
 def _no_miss(state, u, t):
     pass
 
 
-@njit(**dict(NJIT_HOOKED, _nrt=False))
+@njit(**dict(NJIT_HOOKED, _nrt=False, forceinline=True))
 def _admit_all(state, u, t):
     return True
 
@@ -104,10 +104,10 @@ _FAST: dict = {}
 
 
 def _fast(f):
-    """The hook ``f`` recompiled without reference counting (``config.NJIT_HOOK``), once per process:
-    a policy written with a plain ``@njit`` runs as fast as one of the package's."""
+    """The hook ``f`` recompiled without reference counting and always inlined (``config.NJIT_HOOK``),
+    once per process: a policy written with a plain ``@njit`` runs as fast as one of the package's."""
     if f not in _FAST:
-        _FAST[f] = njit(**dict(NJIT_HOOKED, _nrt=False))(f.py_func) if hasattr(f, "py_func") else f
+        _FAST[f] = njit(**dict(NJIT_HOOKED, _nrt=False, forceinline=True))(f.py_func) if hasattr(f, "py_func") else f
     return _FAST[f]
 
 
@@ -134,19 +134,25 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
 
     The tokens loop here rather than in a per-token function: passing the state tuples to a call (even
     one inlined by Numba) costs a reference count update per array, more than a one-unit token's work."""
-    in_cache, pinned, occ = cache.in_cache, cache.pinned, cache.occ
-    n = in_cache.shape[0]
-    missed = np.empty(max(n, 1), np.int32)  # the current token's misses, in ascending order
+    in_cache, pinned = cache.in_cache, cache.pinned
+    missed = np.empty(max(in_cache.shape[0], 1), np.int32)  # the current token's misses, ascending
     for j in range(ptr.shape[0] - 1):
         a0, a1, t = ptr[j], ptr[j + 1], t0 + j
-        # a token of one unit pins nothing: its unit is not cached when it misses, so no victim can be it
-        pin = a1 - a0 > 1
+        if a1 - a0 == 1:  # one unit: nothing to pin (not cached when it misses, it cannot be a victim)
+            u = idx[a0]
+            if in_cache[u]:
+                h.hit(st, u, t)
+                out_hits[j] = 1
+                continue
+            out_hits[j] = 0
+            if cap > 0 and _place(u, t, cap, cache, st, h) < 0:
+                return BAD_VICTIM
+            continue
         hits = 0
         nm = 0
         for a in range(a0, a1):
             u = idx[a]
-            if pin:
-                pinned[u] = True
+            pinned[u] = True
             if in_cache[u]:
                 hits += 1
                 h.hit(st, u, t)
@@ -157,34 +163,40 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
         if cap > 0:
             # misses beyond the room the hits (which stay) leave stream past the cache: the lowest indices
             for b in range(max(0, (a1 - a0) - cap), nm):
-                u = missed[b]
-                h.miss(st, u, t)
-                if not h.admit(st, u, t):
-                    continue
-                while occ[0] >= cap:
-                    v = h.evict(st, t, pinned)
-                    if v < 0 or v >= n or not in_cache[v] or pinned[v]:
-                        status = BAD_VICTIM
-                        break
-                    in_cache[v] = False
-                    occ[0] -= 1
-                if status == BAD_VICTIM:
+                if _place(missed[b], t, cap, cache, st, h) < 0:
+                    status = BAD_VICTIM
                     break
-                d = _leaving(h.insert(st, u, t, pinned))
-                in_cache[u] = True
-                occ[0] += 1
-                if d >= 0:
-                    if d >= n or not in_cache[d] or (pinned[d] and d != u):
-                        status = BAD_VICTIM
-                        break
-                    in_cache[d] = False
-                    occ[0] -= 1
-        if pin:
-            for a in range(a0, a1):
-                pinned[idx[a]] = False
+        for a in range(a0, a1):
+            pinned[idx[a]] = False
         if status < 0:
             return status
         out_hits[j] = status
+    return 0
+
+
+@njit(**dict(NJIT_HOOKED, _nrt=False, forceinline=True))
+def _place(u, t, cap, cache, st, h):
+    """Unit ``u``, used by token ``t`` and not cached: ``miss``, ``admit``, ``evict`` until it fits,
+    ``insert``. Returns 0, or BAD_VICTIM if a hook named a unit it may not take out."""
+    in_cache, pinned, occ = cache.in_cache, cache.pinned, cache.occ
+    n = in_cache.shape[0]
+    h.miss(st, u, t)
+    if not h.admit(st, u, t):
+        return 0
+    while occ[0] >= cap:
+        v = h.evict(st, t, pinned)
+        if v < 0 or v >= n or not in_cache[v] or pinned[v]:
+            return BAD_VICTIM
+        in_cache[v] = False
+        occ[0] -= 1
+    d = _leaving(h.insert(st, u, t, pinned))
+    in_cache[u] = True
+    occ[0] += 1
+    if d >= 0:
+        if d >= n or not in_cache[d] or (pinned[d] and d != u):
+            return BAD_VICTIM
+        in_cache[d] = False
+        occ[0] -= 1
     return 0
 
 
