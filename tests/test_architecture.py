@@ -162,25 +162,8 @@ def test_the_graph_sees_top_level_function_level_and_relative_imports(graph):
     assert find_cycle({"a": {"b": 1}, "b": {}, "c": {"a": 1, "b": 2}}) is None
 
 
-KNOWN_CYCLE = ("simcore.methods", "simcore.engine.settings")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="simcore.methods.options() imports simcore.engine.settings (describe_validation) inside the "
-    "function, and simcore.engine.settings imports simcore.methods at top level: a cycle between the "
-    "methods and the engine's settings (describe_validation belongs below both, e.g. in simcore.errors)",
-)
 def test_there_is_no_import_cycle_among_simcore_modules(graph):
     cycle = find_cycle(graph)
-    assert cycle is None, f"import cycle: {_describe(graph, cycle)}"
-
-
-def test_there_is_no_import_cycle_but_the_known_one(graph):
-    """While the cycle above stands, no other may appear: the graph less its one edge is acyclic."""
-    a, b = KNOWN_CYCLE
-    pruned = {m: {t: line for t, line in edges.items() if (m, t) != (a, b)} for m, edges in graph.items()}
-    cycle = find_cycle(pruned)
     assert cycle is None, f"import cycle: {_describe(graph, cycle)}"
 
 

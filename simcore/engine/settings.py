@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from simcore import methods, policies
 from simcore.device import Device, load_device, override
-from simcore.errors import ConfigError
+from simcore.errors import ConfigError, describe_validation
 from simcore.memory import Quant, plan, pruned_cost
 from simcore.units import parse_bandwidth, parse_size
 
@@ -124,20 +124,6 @@ def method_options(cfg: ReplayConfig) -> methods.MethodOptions:
             f"method {cfg.method} would ignore {it}: drop {it} or use --method {owners[-1]}"
         )
     return methods.options(cfg.method, {f: getattr(cfg, f) for f in declared if f in given})
-
-
-def describe_validation(e: ValidationError) -> str:
-    """One line for the first error of a settings model: the option, what is wrong, the value given."""
-    err = e.errors()[0]
-    loc = err["loc"]
-    option = "--" + str(loc[0]).replace("_", "-") if loc else "settings"
-    got = f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
-    if err["type"] == "extra_forbidden":
-        return f"unknown setting {option}"
-    if err["type"] == "value_error":  # a validator's own message: "--gamma must be in (0, 1], got 0.0"
-        msg = str(err.get("ctx", {}).get("error", err["msg"]))
-        return f"{option} {msg}{got}" if loc else msg
-    return f"{option}: {err['msg']}{got}"
 
 
 def resolve_trace_path(trace: str | None, model: str | None) -> Path:

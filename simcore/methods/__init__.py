@@ -12,7 +12,7 @@ from types import ModuleType
 
 from pydantic import ValidationError
 
-from simcore.errors import ConfigError
+from simcore.errors import ConfigError, describe_validation
 from simcore.methods.base import Display, KindSpec, MethodOptions, NoOptions, Reweight, Selection
 from simcore.plugins import is_path, load_file
 
@@ -57,8 +57,6 @@ def options(name: str, values: dict | None = None) -> MethodOptions:
     try:
         return model(**(values or {}))
     except ValidationError as e:
-        from simcore.engine.settings import describe_validation
-
         raise ConfigError(f"method {name}: {describe_validation(e)}") from None
 
 

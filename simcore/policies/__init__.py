@@ -45,6 +45,11 @@ def available() -> list[str]:
 def family(module: ModuleType) -> str:
     """ "hooks" or "score": which of the two families (module docstring) a policy module belongs to."""
     if all(callable(getattr(module, h, None)) for h in HOOKS):
+        if callable(getattr(module, "weights", None)):
+            raise ConfigError(
+                f"policy {getattr(module, '__file__', module.__name__)} defines both weights() and the hooks "
+                f"{', '.join(HOOKS)}; keep one interface (see docs/extending.md)"
+            )
         return "hooks"
     if callable(getattr(module, "weights", None)):
         return "score"

@@ -25,8 +25,8 @@ import yaml
 from pydantic import ValidationError
 
 from simcore import methods
-from simcore.engine.settings import ReplayConfig, describe_validation
-from simcore.errors import ConfigError, SimcoreError
+from simcore.engine.settings import ReplayConfig
+from simcore.errors import ConfigError, SimcoreError, describe_validation
 from simcore.units import parse_bandwidth, parse_size
 
 AXES = ("device", "dram", "flash_bw", "dram_bw", "method", "policy", "gamma", "density", "bits")
