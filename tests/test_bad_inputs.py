@@ -88,7 +88,8 @@ def w(tmp_path_factory) -> Path:
 def _no_model_load(monkeypatch):
     """Any model load fails the test: bad settings must be found before it. The fake still resolves the
     name first, as the real loader does within milliseconds (an unknown model is a fast error)."""
-    from simcore.trace import registry, tracer
+    from simcore.models import registry
+    from simcore.trace import tracer
 
     def refuse(name="smollm2-135m", model_path=None, *args, **kwargs):
         registry.resolve(name, model_path)
@@ -541,7 +542,7 @@ def test_eval_rejects_a_bad_density_in_milliseconds_without_loading_the_model(ca
 def test_no_progress_reaches_the_model_loader(argv, monkeypatch, capsys, tmp_path):
     """``--no-progress`` hides the loader's bars (the GGUF de-quantisation bar among them): the loader is
     called with progress=False, and only after every setting was accepted."""
-    from simcore.trace import registry
+    from simcore.models import registry
 
     calls = []
 

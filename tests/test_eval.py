@@ -16,7 +16,7 @@ from simcore.eval.evaluate import evaluate  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-VOCAB = 300
+from tiny_models import VOCAB, tiny_model  # noqa: E402
 
 
 class Chars:
@@ -27,20 +27,7 @@ class Chars:
 
 
 def tiny(family="llama"):
-    cls, kw = {"llama": ("LlamaConfig", {}), "phi3": ("Phi3Config", {"pad_token_id": 0})}[family]
-    cfg = getattr(transformers, cls)(
-        vocab_size=VOCAB,
-        hidden_size=64,
-        intermediate_size=160,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-        **kw,
-    )
-    torch.manual_seed(0)
-    return transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    return tiny_model(family, random_norms=False)
 
 
 def run(model, **kw):

@@ -129,22 +129,13 @@ def test_a_policy_file_through_the_cli_and_a_sweep(trace, my_policy, tmp_path, c
 
 
 def test_a_policy_file_and_a_method_file_in_the_evaluation_loop(my_policy, my_method):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny_models import tiny_model
+
     from simcore.eval.evaluate import evaluate
 
-    cfg = transformers.LlamaConfig(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=160,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    model = tiny_model("llama", random_norms=False)
 
     def chars(text):
         return {"input_ids": [ord(c) % 300 for c in text]}

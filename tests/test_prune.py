@@ -24,30 +24,15 @@ from simcore.prune.patterns import parse_sparsity  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-D, D_INT, N_LAYERS, VOCAB = 64, 160, 2, 300
+from tiny_models import D_INT, N_LAYERS, VOCAB, D, tiny_model  # noqa: E402, F401
+
 PARTS = ("gate_proj", "up_proj", "down_proj")
 TOKENS = np.random.default_rng(0).integers(0, VOCAB, size=400)
 
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=D,
-        intermediate_size=D_INT,
-        num_hidden_layers=N_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-    )
-    torch.manual_seed(0)
-    m = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "norm" in name:
-                p.uniform_(0.5, 1.5)
-    return m
+    return tiny_model("llama")
 
 
 CALIB = [TOKENS[200:264], TOKENS[264:300]]

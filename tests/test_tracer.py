@@ -16,46 +16,14 @@ transformers = pytest.importorskip("transformers")
 
 from simcore.errors import ConfigError, SimcoreError  # noqa: E402
 from simcore.models import PRESETS  # noqa: E402
+from simcore.models.registry import smollm2_gguf_path  # noqa: E402
 from simcore.trace.format import TraceReader  # noqa: E402
-from simcore.trace.registry import smollm2_gguf_path  # noqa: E402
 from simcore.trace.text import embedded_text, split_windows, token_windows, tokenize  # noqa: E402
 from simcore.trace.tracer import trace_model  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-D, D_INT, N_LAYERS, VOCAB, HEADS, KV_HEADS = 64, 160, 2, 300, 4, 2
-
-FAMILIES = {
-    "llama": ("LlamaConfig", {}),
-    "mistral": ("MistralConfig", {}),
-    "phi3": ("Phi3Config", {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}),
-    "qwen2": ("Qwen2Config", {}),
-    "gemma": ("GemmaConfig", {"head_dim": D // HEADS, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}),
-}
-
-
-def tiny_model(family: str):
-    """A randomly initialised 2-layer model of ``family`` (seed 0)."""
-    cls_name, kw = FAMILIES[family]
-    cfg = getattr(transformers, cls_name)(
-        vocab_size=VOCAB,
-        hidden_size=D,
-        intermediate_size=D_INT,
-        num_hidden_layers=N_LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        max_position_embeddings=128,
-        initializer_range=0.2,
-        **kw,
-    )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
-    # norms start at 1 (Gemma: 0, meaning 1): make them non-trivial so a missing norm would show
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.uniform_(0.5, 1.5)
-    return model
+from tiny_models import D_INT, FAMILIES, HEADS, KV_HEADS, N_LAYERS, VOCAB, D, tiny_model  # noqa: E402, F401
 
 
 def _rmsnorm(r, norm, gemma: bool):

@@ -49,9 +49,9 @@ def calibrate(
     ``calibration/<model>.json`` atomically when ``save``. Returns the calibration as a dict.
     Every setting is checked before the model is loaded; ``progress`` shows the loader's bars."""
     from simcore.eval.evaluate import check_counts, evaluate
+    from simcore.models.registry import load_model
+    from simcore.models.registry import resolve as model_source
     from simcore.results import check_output
-    from simcore.trace.registry import load_model
-    from simcore.trace.registry import resolve as model_source
     from simcore.trace.text import load_text
 
     if not densities:

@@ -20,6 +20,7 @@ import numpy as np
 
 from simcore.engine.replay import KindSim, ReplayConfig, ReplayResult, _config, resolve_setting, summarise_layers
 from simcore.errors import ConfigError
+from simcore.models import mlp as mlp_adapter
 
 FP16_MAX = 65504.0
 
@@ -59,15 +60,7 @@ class _MaskedMLP:
 
     def __init__(self, mlp: Any, sims: list[KindSim], kinds, state: dict, record: list | None):
         self.mlp, self.sims, self.kinds, self.state, self.record = mlp, sims, kinds, state, record
-        self.act = getattr(mlp, "act_fn", None) or mlp.activation_fn
-        self.fused = hasattr(mlp, "gate_up_proj")
-
-    def _gate_up(self, x):
-        if self.fused:
-            gu = self.mlp.gate_up_proj(x)
-            g, u = gu.chunk(2, dim=-1)
-            return g, u
-        return self.mlp.gate_proj(x), self.mlp.up_proj(x)
+        self.act = mlp_adapter.act_fn(mlp)
 
     def __call__(self, x):
         import torch
@@ -83,7 +76,7 @@ class _MaskedMLP:
             xs = xs * torch.from_numpy(mask).to(xs.dtype)
             if self.record is not None:
                 self.record[i].append(mask)
-        g, u = self._gate_up(xs)
+        g, u = mlp_adapter.gate_up(self.mlp, xs)
         a = self.act(g)
         h = a * u
         source = {"h": h, "gate": a, "up": u, "x": xs}
@@ -118,11 +111,11 @@ def _cats_thresholds(model, layers, windows, fraction: float, threshold) -> list
     handles = []
     for i, layer in enumerate(layers):
         mlp = layer.mlp
-        act = getattr(mlp, "act_fn", None) or mlp.activation_fn
+        act = mlp_adapter.act_fn(mlp)
 
         def hook(_m, args, _out, i=i, mlp=mlp, act=act):
             x = args[0].reshape(-1, args[0].shape[-1])
-            g = mlp.gate_up_proj(x).chunk(2, dim=-1)[0] if hasattr(mlp, "gate_up_proj") else mlp.gate_proj(x)
+            g = mlp_adapter.gate_up(mlp, x)[0]
             values[i].append(_f16(act(g)).astype(np.float64).ravel())
 
         handles.append(mlp.register_forward_hook(hook))
@@ -224,7 +217,7 @@ def evaluate(
     """Perplexity of ``model`` with ``config``'s method, policy and device in the loop.
 
     Args:
-        model: an alias / path (loaded offline with simcore.trace.registry.load_model) or a loaded
+        model: an alias / path (loaded offline with simcore.models.registry.load_model) or a loaded
             transformers causal LM (then give ``tokenizer``, and ``name``: the alias that finds its
             calibration).
         config / settings: a ReplayConfig or its fields (method, density, gamma, policy, device, dram, ...).
@@ -247,14 +240,14 @@ def evaluate(
         check_setting(model, cfg, model_path, offset, tokens)
     source = load_text(text=text, dataset=dataset)
     if isinstance(model, str):
-        from simcore.trace.registry import resolve as model_source
+        from simcore.models.registry import resolve as model_source
 
         model_source(model, model_path)  # an unknown name or a missing --model-path, before anything is read
 
     import torch
     import torch.nn.functional as F
 
-    from simcore.trace.registry import decoder_layers, load_model
+    from simcore.models.registry import decoder_layers, load_model
     from simcore.trace.tracer import model_shape
 
     if isinstance(model, str):

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from simcore.errors import ConfigError
+from simcore.models.mlp import glu_parts
+from simcore.models.registry import DEFAULT_MODEL, decoder_layers
 from simcore.prune.calibrate import DEFAULT_CALIB_OFFSET, LayerNorms, collect_norms, perplexity
 from simcore.prune.patterns import Pattern, keep_mask, metadata_bits, parse_sparsity, pruned_bytes
-from simcore.trace.registry import DEFAULT_MODEL, decoder_layers, glu_parts
 from simcore.trace.text import load_text, split_windows, tokenize
 
 METHODS = ("wanda", "dass")
@@ -261,7 +262,7 @@ def prune_model(
     src = load_text(text, dataset) if token_ids is None else None
     owned = isinstance(model, str)
     if owned:
-        from simcore.trace.registry import resolve as model_source
+        from simcore.models.registry import resolve as model_source
 
         model_source(model, model_path, allow_download)  # an unknown name or missing path, before loading
         if out is None:
@@ -273,7 +274,7 @@ def prune_model(
     import torch
 
     if owned:
-        from simcore.trace.registry import load_model
+        from simcore.models.registry import load_model
 
         loaded = load_model(model, model_path, "cpu", None, allow_download, progress)
         lm, tok, name = loaded.model, loaded.tokenizer, loaded.name

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from simcore.trace.registry import decoder_layers
+from simcore.models.registry import decoder_layers
 
 DEFAULT_CALIB_OFFSET = 8192  # beyond the 2,048 tokens `simcore trace` reads by default, with room to spare
 

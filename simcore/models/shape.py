@@ -1,8 +1,8 @@
 """Model shapes: the numbers the memory plan and the synthetic generator need.
 
-A :class:`ModelShape` is stored in every trace's metadata. The presets below are the models of
-DESIGN.md ("Models that matter"); the tracer fills a ModelShape from a real model's config and
-counts its static parameters from the real tensors.
+A :class:`ModelShape` is stored in every trace's metadata. The families (``simcore.models.<family>``)
+declare the presets of DESIGN.md ("Models that matter"); the tracer fills a ModelShape from a real
+model's config and counts its static parameters from the real tensors.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from simcore.errors import ConfigError
 
 
 class StaticParams(BaseModel):
@@ -88,21 +86,3 @@ def shape_from_dims(
         activation=activation,
         static_params=static,
     )
-
-
-PRESETS: dict[str, ModelShape] = {
-    "smollm2-135m": shape_from_dims("smollm2-135m", "llama", 30, 576, 1536, 9, 3, 49152, True),
-    "mistral7b": shape_from_dims("mistral7b", "mistral", 32, 4096, 14336, 32, 8, 32000, False),
-    "llama3-8b": shape_from_dims("llama3-8b", "llama", 32, 4096, 14336, 32, 8, 128256, False),
-    "phi3-mini": shape_from_dims("phi3-mini", "phi3", 32, 3072, 8192, 32, 32, 32064, False),
-    "phi3-medium": shape_from_dims("phi3-medium", "phi3", 40, 5120, 17920, 40, 10, 32064, False),
-}
-
-
-def preset(name: str) -> ModelShape:
-    """The shape preset called ``name``; a ConfigError listing the known names otherwise."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        known = ", ".join(PRESETS)
-        raise ConfigError(f"unknown model preset {name!r}; choose one of: {known}") from None

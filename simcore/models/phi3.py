@@ -1,0 +1,20 @@
+"""Phi-3 models: one fused ``gate_up_proj`` (rows [0, d_int) the gate, [d_int, 2 d_int) the up
+projection; ``simcore.models.mlp`` splits it), then ``down_proj``; SiLU."""
+
+from simcore.models.base import Preset
+from simcore.models.shape import shape_from_dims
+
+PRESETS = (
+    Preset(
+        "phi3-mini",
+        "microsoft/Phi-3-mini-4k-instruct",
+        shape_from_dims("phi3-mini", "phi3", 32, 3072, 8192, 32, 32, 32064, False),
+        licence="MIT",
+    ),
+    Preset(
+        "phi3-medium",
+        "microsoft/Phi-3-medium-4k-instruct",
+        shape_from_dims("phi3-medium", "phi3", 40, 5120, 17920, 40, 10, 32064, False),
+        licence="MIT",
+    ),
+)
