@@ -20,7 +20,7 @@ from simcore.engine.settings import (
     OPTION_OWNERS,
     ReplayConfig,
     Setting,
-    _config,
+    config_of,
     neutral,
     resolve_setting,
     resolve_trace_path,
@@ -39,7 +39,7 @@ def replay(config: ReplayConfig | None = None, progress: bool = False, **setting
     ``replay(trace="traces/smollm2-135m", device="a18", dram="64MB", method="dip-ca", gamma=0.2)``.
     Raises SimcoreError subclasses for bad settings or traces.
     """
-    cfg = _config(config, settings)
+    cfg = config_of(config, settings)
     return replay_drams(cfg, [cfg.dram], progress=progress)[0]
 
 
@@ -55,7 +55,7 @@ def replay_drams(
     run one cache per budget over the shared masks. Cache-aware masks replay each budget separately. The results
     equal separate :func:`replay` calls exactly.
     """
-    cfg = _config(config, settings)
+    cfg = config_of(config, settings)
     drams = [cfg.dram] if drams is None else list(drams)
     reader = TraceReader(resolve_trace_path(cfg.trace, cfg.model))
     shape = reader.model

@@ -141,7 +141,8 @@ def resolve_device(cfg: ReplayConfig) -> Device:
     )
 
 
-def _config(config: ReplayConfig | None, settings: dict) -> ReplayConfig:
+def config_of(config: ReplayConfig | None, settings: dict) -> ReplayConfig:
+    """``config`` itself, or a ReplayConfig of ``settings`` (a ConfigError names the first bad one)."""
     if config is not None:
         return config
     try:

@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from simcore.engine.replay import KindSim, ReplayConfig, ReplayResult, _config, resolve_setting, summarise_layers
+from simcore.engine.replay import summarise_layers
+from simcore.engine.result import ReplayResult
+from simcore.engine.settings import ReplayConfig, config_of, resolve_setting
+from simcore.engine.sim import KindSim
 from simcore.errors import ConfigError
 from simcore.models import mlp as mlp_adapter
 
@@ -229,7 +232,7 @@ def evaluate(
     """
     from simcore.trace.text import load_text, token_windows
 
-    cfg = _config(config, settings)
+    cfg = config_of(config, settings)
     if pruned is not None:
         cfg = cfg.model_copy(update={"pruned": str(pruned)})
     # every check that needs no weights comes first: a model load takes 10-20 s
