@@ -183,3 +183,44 @@ def test_a_method_file_with_a_bad_option_or_no_resolve_is_one_line(trace, tmp_pa
     assert main(["replay", "--trace", str(trace), "--method", str(failing)]) == 2
     err = capsys.readouterr().err
     assert "importing it failed: ModuleNotFoundError" in err and err.count("\n") == 1
+
+
+BROKEN_POLICIES = {
+    "init returns a list": (
+        "def init(n, c):\n    return [np.zeros(n, np.int64)]\n",
+        "init must return a tuple (or NamedTuple) of NumPy arrays, not a list",
+    ),
+    "init raises": ("def init(n, c):\n    raise ValueError('boom')\n", "failed: ValueError: boom"),
+    "a hook Numba cannot type": (
+        "def init(n, c):\n    return (np.zeros(n, np.int64),)\n@njit\ndef hit(s, u, t):\n    s[0][u] = 'x'\n",
+        "its hooks do not compile with Numba for its state (TypingError",
+    ),
+}
+HOOKS_OK = "@njit\ndef hit(s, u, t):\n    pass\n"
+REST = "@njit\ndef evict(s, t, pinned):\n    return -1\n@njit\ndef insert(s, u, t, pinned):\n    pass\n"
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_POLICIES))
+def test_a_broken_policy_file_is_one_line_naming_it(trace, tmp_path, capsys, case):
+    body, message = BROKEN_POLICIES[case]
+    path = tmp_path / "broken_policy.py"
+    hit = "" if "def hit" in body else HOOKS_OK
+    path.write_text("import numpy as np\nfrom numba import njit\n" + body + hit + REST)
+    assert main(["replay", "--trace", str(trace), "--dram", "72MB", "--tokens", "8", "--policy", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"policy {path}" in err and message in err, err
+
+
+def test_a_method_file_that_fails_or_returns_something_else_is_one_line(trace, tmp_path, capsys):
+    for body, message in [
+        ("def resolve(shape, density, options):\n    return 1 / 0\n", "resolve failed: ZeroDivisionError"),
+        ("def resolve(shape, density, options):\n    return (1, 2)\n", "must return a simcore.methods.base.Selection"),
+    ]:
+        path = tmp_path / "m.py"
+        path.write_text(body)
+        from simcore.plugins import _load
+
+        _load.cache_clear()  # the same path, new content: import it again
+        assert main(["replay", "--trace", str(trace), "--dram", "72MB", "--method", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err

@@ -105,9 +105,9 @@ _FAST: dict = {}
 
 def _fast(f):
     """The hook ``f`` recompiled without reference counting and always inlined (``config.NJIT_HOOK``),
-    once per process: a policy written with a plain ``@njit`` runs as fast as one of the package's."""
+    once per process: a policy written with a plain ``@njit`` (or none) runs as fast as one of the package's."""
     if f not in _FAST:
-        _FAST[f] = njit(**dict(NJIT_HOOKED, _nrt=False, forceinline=True))(f.py_func) if hasattr(f, "py_func") else f
+        _FAST[f] = njit(**dict(NJIT_HOOKED, _nrt=False, forceinline=True))(getattr(f, "py_func", f))
     return _FAST[f]
 
 

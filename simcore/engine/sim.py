@@ -11,6 +11,7 @@ recency state for every capacity at once (stack policies, such as LRU)."""
 from __future__ import annotations
 
 import numpy as np
+from numba.core.errors import NumbaError
 
 from simcore import policies
 from simcore.engine import hooks
@@ -99,7 +100,15 @@ class HookCache:
     def __init__(self, policy, n_units: int, T: int, cap: int):
         self.cap, self.name = cap, getattr(policy, "__file__", None) or policy.__name__
         self.cache = hooks.new_cache(n_units)
-        self.state = policy.init(n_units, cap)
+        try:  # a user's code: any failure is a configuration error naming the file
+            self.state = policy.init(n_units, cap)
+        except Exception as e:
+            raise ConfigError(f"policy {self.name}: init({n_units}, {cap}) failed: {_one_line(e)}") from None
+        if not isinstance(self.state, tuple):
+            raise ConfigError(
+                f"policy {self.name}: init must return a tuple (or NamedTuple) of NumPy arrays, "
+                f"not a {type(self.state).__name__}; see docs/extending.md"
+            )
         self.hooks = hooks.hooks_of(policy)
         self.sel_state = np.zeros(K.STATE_SIZE, np.int64)  # the selection's search hints
 
@@ -113,13 +122,23 @@ class HookCache:
 
     def run(self, scores: np.ndarray, hm: np.ndarray, spec: hooks.MaskSpec, t0: int, out: hooks.Outputs) -> None:
         """As :meth:`ScoreCache.run`."""
-        self._check(
-            hooks.replay_batch(scores, hm, spec, t0, self.cap, self.cache, self.sel_state, self.state, self.hooks, out)
-        )
+        args = (scores, hm, spec, t0, self.cap, self.cache, self.sel_state, self.state, self.hooks, out)
+        self._check(self._compiled(hooks.replay_batch, args))
 
     def replay(self, idx: np.ndarray, ptr: np.ndarray, nxt: np.ndarray, t0: int, out_hits: np.ndarray) -> None:
         """As :meth:`ScoreCache.replay` (``nxt`` is not used: hook policies get no next-use times)."""
-        self._check(hooks.replay_csr(idx, ptr, t0, self.cap, self.cache, self.state, self.hooks, out_hits))
+        args = (idx, ptr, t0, self.cap, self.cache, self.state, self.hooks, out_hits)
+        self._check(self._compiled(hooks.replay_csr, args))
+
+    def _compiled(self, kernel, args) -> int:
+        """``kernel(*args)``; a policy whose hooks or state Numba cannot compile is a ConfigError."""
+        try:
+            return kernel(*args)
+        except NumbaError as e:
+            raise ConfigError(
+                f"policy {self.name}: its hooks do not compile with Numba for its state ({_one_line(e)}); "
+                "hooks must be @njit functions over the tuple of NumPy arrays init returns (docs/extending.md)"
+            ) from None
 
     def _check(self, status: int) -> None:
         if status == hooks.BAD_VICTIM:
@@ -127,6 +146,15 @@ class HookCache:
                 f"policy {self.name}: its evict or insert hook named a unit that is not cached or that the "
                 "current token uses; fix the policy (see docs/extending.md)"
             )
+
+
+def _one_line(e: Exception, width: int = 200) -> str:
+    """An exception as one line: its type and the first informative line of its message."""
+    skip = ("During:", "Failed in nopython", "File ", "^", "Traceback", "- argument")
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(skip)] or lines or [""]
+    text = f"{type(e).__name__}: {useful[0]}"
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def cache_for(policy, n_units: int, T: int, cap: int) -> ScoreCache | HookCache:

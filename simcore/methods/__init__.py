@@ -12,7 +12,7 @@ from types import ModuleType
 
 from pydantic import ValidationError
 
-from simcore.errors import ConfigError, describe_validation
+from simcore.errors import ConfigError, SimcoreError, describe_validation
 from simcore.methods.base import Display, KindSpec, MethodOptions, NoOptions, Reweight, Selection
 from simcore.plugins import is_path, load_file
 
@@ -65,7 +65,20 @@ def resolve(name: str, shape, density: float, opts: MethodOptions | dict | None 
     module = load(name)
     if not isinstance(opts, MethodOptions):
         opts = options(name, opts)
-    return module.resolve(shape, density, opts)
+    if not is_path(name):
+        return module.resolve(shape, density, opts)
+    try:  # a user's code: any failure is a configuration error naming the file
+        selection = module.resolve(shape, density, opts)
+    except SimcoreError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"method {name}: resolve failed: {type(e).__name__}: {first}") from None
+    if not isinstance(selection, Selection):
+        raise ConfigError(
+            f"method {name}: resolve must return a simcore.methods.base.Selection, not a {type(selection).__name__}"
+        )
+    return selection
 
 
 def display(name: str) -> Display:
