@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from simcore.models.registry import load_model
+from simcore.models import load_model
 from simcore.trace.format import LAYER_DIR, TraceReader
 from simcore.trace.text import embedded_text, token_windows
 from simcore.trace.tracer import _Recorder, trace_windows

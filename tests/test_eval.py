@@ -1,5 +1,6 @@
 """simcore eval: density 1 is dense, dip-ca at gamma 1 is dip, and the cache metrics of the run equal a
-replay of the masks the run applied. On tiny random models (Llama and Phi-3 for the fused gate_up)."""
+replay of the masks the run applied. On tiny random models (Llama; Phi-3 for the fused gate_up; Gemma for
+GeGLU)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def llama():
     return tiny("llama")
 
 
-@pytest.mark.parametrize("family", ["llama", "phi3"])
+@pytest.mark.parametrize("family", ["llama", "phi3", "gemma"])  # separate, fused gate_up, GeGLU
 def test_density_one_equals_dense_for_every_method(family):
     model = tiny(family)
     dense = run(model, method="dense").perplexity

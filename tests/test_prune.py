@@ -176,6 +176,25 @@ def test_group_directions_wanda_rows_dass_neurons(model, norms):
     assert [dass.group_axis(q, p) for q in PARTS] == [0, 0, 1]
 
 
+@pytest.mark.parametrize("method", ["wanda", "dass"])
+def test_fused_gate_up_is_scored_as_its_gate_and_up_halves(method):
+    """Phi-3's one gate_up_proj matrix: wanda scores it by the MLP input's channel norms, dass row r by
+    neuron r mod d_int's norm (rows [0, d_int) gate, [d_int, 2 d_int) up); its mask keeps its own key."""
+    phi3 = tiny_model("phi3")
+    norms = collect_norms(phi3, CALIB)
+    pattern = parse_sparsity("0.5")
+    masks = compute_masks(phi3, norms, method, pattern)
+    assert sorted(masks) == [f"layers.{i}.mlp.{p}" for i in range(N_LAYERS) for p in ("down_proj", "gate_up_proj")]
+    w = phi3.model.layers[1].mlp.gate_up_proj.weight.detach().double().numpy()
+    x, h = norms[1].x.numpy(), norms[1].h.numpy()
+    assert w.shape == (2 * D_INT, D)
+    if method == "wanda":
+        s, axis = np.abs(w) * x[None, :], 1
+    else:
+        s, axis = np.abs(w) * np.tile(np.sqrt(h), 2)[:, None], 0
+    np.testing.assert_array_equal(masks["layers.1.mlp.gate_up_proj"], _hand_mask(s, pattern, axis))
+
+
 def test_dass_keeps_more_weights_of_strong_neurons(model, norms):
     keep = compute_masks(model, norms, "dass", "0.5")["layers.0.mlp.up_proj"].sum(1)
     h = norms[0].h.numpy()

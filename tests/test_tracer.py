@@ -15,8 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from simcore.errors import ConfigError, SimcoreError  # noqa: E402
-from simcore.models import PRESETS  # noqa: E402
-from simcore.models.registry import smollm2_gguf_path  # noqa: E402
+from simcore.models import PRESETS, smollm2_gguf_path  # noqa: E402
 from simcore.trace.format import TraceReader  # noqa: E402
 from simcore.trace.text import embedded_text, split_windows, token_windows, tokenize  # noqa: E402
 from simcore.trace.tracer import trace_model  # noqa: E402

@@ -23,7 +23,7 @@ from simcore.engine.result import ReplayResult
 from simcore.engine.settings import ReplayConfig, config_of, resolve_setting
 from simcore.engine.sim import KindSim
 from simcore.errors import ConfigError
-from simcore.models import mlp as mlp_adapter
+from simcore.models import Mlp
 
 FP16_MAX = 65504.0
 
@@ -62,8 +62,7 @@ class _MaskedMLP:
     """Replaces one MLP's forward: masks from the layer's KindSims, applied to the real weights."""
 
     def __init__(self, mlp: Any, sims: list[KindSim], kinds, state: dict, record: list | None):
-        self.mlp, self.sims, self.kinds, self.state, self.record = mlp, sims, kinds, state, record
-        self.act = mlp_adapter.act_fn(mlp)
+        self.mlp, self.sims, self.kinds, self.state, self.record = Mlp.of(mlp), sims, kinds, state, record
 
     def __call__(self, x):
         import torch
@@ -79,8 +78,8 @@ class _MaskedMLP:
             xs = xs * torch.from_numpy(mask).to(xs.dtype)
             if self.record is not None:
                 self.record[i].append(mask)
-        g, u = mlp_adapter.gate_up(self.mlp, xs)
-        a = self.act(g)
+        g, u = self.mlp.gate_up(xs)
+        a = self.mlp.act(g)
         h = a * u
         source = {"h": h, "gate": a, "up": u, "x": xs}
         for kind, sim in zip(self.kinds, self.sims):
@@ -94,7 +93,7 @@ class _MaskedMLP:
             h = h * torch.from_numpy(mask).to(h.dtype)
             if self.record is not None:
                 self.record[names.index(kind.name)].append(mask)
-        return self.mlp.down_proj(h).reshape(*x.shape[:-1], -1)
+        return self.mlp.down(h).reshape(*x.shape[:-1], -1)
 
 
 def json_tokens(path) -> tuple[int, int]:
@@ -113,15 +112,14 @@ def _cats_thresholds(model, layers, windows, fraction: float, threshold) -> list
     values: list[list[np.ndarray]] = [[] for _ in layers]
     handles = []
     for i, layer in enumerate(layers):
-        mlp = layer.mlp
-        act = mlp_adapter.act_fn(mlp)
+        mlp = Mlp.of(layer.mlp)
 
-        def hook(_m, args, _out, i=i, mlp=mlp, act=act):
+        def hook(_m, args, _out, i=i, mlp=mlp):
             x = args[0].reshape(-1, args[0].shape[-1])
-            g = mlp_adapter.gate_up(mlp, x)[0]
-            values[i].append(_f16(act(g)).astype(np.float64).ravel())
+            g = mlp.gate_up(x)[0]
+            values[i].append(_f16(mlp.act(g)).astype(np.float64).ravel())
 
-        handles.append(mlp.register_forward_hook(hook))
+        handles.append(mlp.module.register_forward_hook(hook))
     try:
         with torch.inference_mode():
             for ids in windows:
@@ -220,7 +218,7 @@ def evaluate(
     """Perplexity of ``model`` with ``config``'s method, policy and device in the loop.
 
     Args:
-        model: an alias / path (loaded offline with simcore.models.registry.load_model) or a loaded
+        model: an alias / path (loaded offline with simcore.models.load_model) or a loaded
             transformers causal LM (then give ``tokenizer``, and ``name``: the alias that finds its
             calibration).
         config / settings: a ReplayConfig or its fields (method, density, gamma, policy, device, dram, ...).

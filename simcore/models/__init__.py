@@ -1,33 +1,73 @@
-"""Models: shapes (``shape``), the family modules that declare the known models (one file per family:
-``llama``, ``mistral``, ``phi3``; see ``families``), where a model's weights are and loading them offline
-(``registry``), and one adapter over a decoder layer's MLP (``mlp``) that the tracer, eval and prune use.
-Importing this package does not import torch."""
+"""Models: every model simcore knows, where its weights are, and how its MLP is read.
+
+* ``shape``: :class:`ModelShape` / :class:`StaticParams` (the numbers the memory plan and the synthetic
+  generator need) and ``shape_from_dims``;
+* one file per family (``llama``, ``mistral``, ``phi3``, ``gemma``; found by ``families``), each
+  declaring its presets (alias, Hugging Face id, shape, GGUF source, licence) and its MLP layout;
+* ``registry``: a name (alias, Hugging Face id, path) to weights, loaded offline (``resolve``,
+  ``load_model``), and ``decoder_layers``;
+* ``mlp``: :class:`Mlp`, the one adapter over a decoder layer's MLP (gate/up/down, fused gate_up,
+  SiLU or GELU) that the tracer, eval and prune use.
+
+Importing this package does not import torch; ``load_model`` imports it when called. Code that must
+see a test's replacement of ``registry.load_model`` calls it through the ``registry`` module.
+"""
 
 from __future__ import annotations
 
 from simcore.errors import ConfigError
-from simcore.models.base import Gguf, Preset
+from simcore.models import registry
+from simcore.models.base import Gguf, MlpLayout, Preset
+from simcore.models.mlp import Mlp
+from simcore.models.registry import (
+    ALIASES,
+    DEFAULT_MODEL,
+    LoadedModel,
+    decoder_layers,
+    gguf_path,
+    load_model,
+    resolve,
+    smollm2_gguf_path,
+)
 from simcore.models.shape import ModelShape, StaticParams, shape_from_dims
 
-
-def _presets():
-    from simcore.models.families import presets
-
-    return presets()
-
-
-def __getattr__(name):
-    if name == "PRESETS":  # alias -> ModelShape, for the synthetic generator and eval
-        return {a: p.shape for a, p in _presets().items()}
-    raise AttributeError(f"module 'simcore.models' has no attribute {name!r}")
+PRESETS: dict[str, ModelShape] = {alias: p.shape for alias, p in ALIASES.items()}
+"""alias -> ModelShape of every preset, for the synthetic generator and eval's early checks."""
 
 
 def preset(name: str) -> ModelShape:
     """The shape preset called ``name``; a ConfigError listing the known names otherwise."""
-    presets = _presets()
-    if name not in presets:
-        raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(presets)}") from None
-    return presets[name].shape
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+    return PRESETS[name]
 
 
-__all__ = ["Gguf", "ModelShape", "PRESETS", "Preset", "StaticParams", "preset", "shape_from_dims"]
+def spec(name: str) -> Preset:
+    """The preset called ``name`` (alias, Hugging Face id, shape, GGUF source, licence); ConfigError
+    listing the known names otherwise."""
+    if name not in ALIASES:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(ALIASES)}") from None
+    return ALIASES[name]
+
+
+__all__ = [
+    "ALIASES",
+    "DEFAULT_MODEL",
+    "PRESETS",
+    "Gguf",
+    "LoadedModel",
+    "Mlp",
+    "MlpLayout",
+    "ModelShape",
+    "Preset",
+    "StaticParams",
+    "decoder_layers",
+    "gguf_path",
+    "load_model",
+    "preset",
+    "registry",
+    "resolve",
+    "shape_from_dims",
+    "smollm2_gguf_path",
+    "spec",
+]

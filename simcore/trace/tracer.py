@@ -8,6 +8,8 @@ Recording uses forward hooks on the model's own modules, so no model code is re-
 * ``gate`` = |output of the MLP's activation|    (``act(W_g x)``; SiLU, or GELU-tanh for Gemma)
 * ``up``   = |output of ``up_proj``|             (``W_u x``; Phi-3: second half of ``gate_up_proj``)
 
+The MLP's parts are found through the one adapter, :class:`simcore.models.mlp.Mlp`.
+
 Only the columns asked for are hooked (``columns``; x and h always). Each hook takes abs and
 casts to float16 on the model's device (finite values beyond 65504 saturate there; NaN stays NaN
 and the writer refuses it, naming layer, column and token); a window's records are moved to the
@@ -31,9 +33,7 @@ from typing import Any
 import numpy as np
 
 from simcore.errors import ConfigError
-from simcore.models import ModelShape, StaticParams
-from simcore.models.mlp import FUSED, act_fn, activation_name, glu_parts, is_fused
-from simcore.models.registry import DEFAULT_MODEL, decoder_layers, load_model
+from simcore.models import DEFAULT_MODEL, Mlp, ModelShape, StaticParams, decoder_layers, load_model
 from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter, check_out_dir, parse_columns
 from simcore.trace.text import EMBEDDED_SOURCE, load_text, split_windows, tokenize
 
@@ -105,14 +105,12 @@ def model_shape(model: Any, name: str) -> ModelShape:
     parameter counts from its tensors."""
     cfg = model.config
     layers = decoder_layers(model)
-    mlp = layers[0].mlp
-    parts = glu_parts(mlp)
-    down = mlp.down_proj.weight
-    d_int, d = int(down.shape[1]), int(down.shape[0])
+    mlp = Mlp.of(layers[0].mlp)
+    d_int, d = mlp.d_int, mlp.d
     n_heads = int(cfg.num_attention_heads)
     head_dim = getattr(cfg, "head_dim", None) or d // n_heads
     family = str(getattr(cfg, "model_type", "llama"))
-    if parts == FUSED:
+    if mlp.fused:
         family = "phi3" if family == "llama" else family
     return ModelShape(
         name=name,
@@ -125,7 +123,7 @@ def model_shape(model: Any, name: str) -> ModelShape:
         head_dim=int(head_dim),
         vocab=int(model.get_input_embeddings().weight.shape[0]),
         tied=_is_tied(model),
-        activation=activation_name(mlp, cfg),
+        activation=mlp.activation(cfg),
         static_params=static_params(model),
     )
 
@@ -148,7 +146,8 @@ class _Recorder:
     """Forward hooks on every decoder layer's MLP; ``take()`` returns one window's records.
 
     After a forward pass over a window of T tokens, ``take()`` returns, per layer, a dict
-    column -> float16 numpy array of shape (T, width) for each of ``columns``, and forgets them."""
+    column -> float16 numpy array of shape (T, width) for each of ``columns``, and forgets them.
+    ``d_int`` is the GLU width of every layer (checked when the hooks are set)."""
 
     def __init__(self, layers: list[Any], d_int: int, columns: tuple[str, ...] = VALUE_COLUMNS):
         self.layers = layers
@@ -158,31 +157,28 @@ class _Recorder:
         self.handles: list[Any] = []
 
     def __enter__(self) -> _Recorder:
-        acts = [act_fn(la.mlp) for la in self.layers]
+        mlps = [Mlp.of(la.mlp) for la in self.layers]
+        if any(m.d_int != self.d_int for m in mlps):
+            raise ValueError(f"d_int {self.d_int} is not the GLU width of every layer ({[m.d_int for m in mlps]})")
+        acts = [m.act for m in mlps]
         import torch.nn as nn
 
         # hook the activation module itself when each layer owns one (no recomputation); else
         # apply the layer's own activation to the gate projection's output
         own_act = all(isinstance(a, nn.Module) for a in acts) and len({id(a) for a in acts}) == len(acts)
-        for i, layer in enumerate(self.layers):
-            mlp, rec, act = layer.mlp, self.records[i], acts[i]
-            fused = is_fused(mlp)
-            self._pre(mlp, rec, "x")
-            self._pre(mlp.down_proj, rec, "h")
+        for mlp, rec, act in zip(mlps, self.records, acts):
+            self._pre(mlp.module, rec, "x")
+            self._pre(mlp.down, rec, "h")
             if "gate" not in self.columns:
                 pass
             elif own_act:
                 self._post(act, rec, "gate")
-            elif fused:
-                self._post(mlp.gate_up_proj, rec, "gate", lambda o, a=act: a(o[..., : self.d_int]))
             else:
-                self._post(mlp.gate_proj, rec, "gate", act)
-            if "up" not in self.columns:
-                pass
-            elif fused:
-                self._post(mlp.gate_up_proj, rec, "up", lambda o: o[..., self.d_int :])
-            else:
-                self._post(mlp.up_proj, rec, "up")
+                module, take = mlp.gate_output()
+                self._post(module, rec, "gate", act if take is None else lambda o, a=act, t=take: a(t(o)))
+            if "up" in self.columns:
+                module, take = mlp.up_output()
+                self._post(module, rec, "up", take)
         return self
 
     def _pre(self, module: Any, rec: dict, col: str) -> None:
