@@ -78,6 +78,22 @@ def unlink(qs, q, u):
 
 
 @njit(**NJIT_HOOK)
+def push_bounded(qs, q, u, limit, where):
+    """Put unit ``u`` (in no queue) at the head of queue ``q`` holding at most ``limit`` units, as a
+    ghost queue does: while it is full its oldest units leave (``where[g] = -1``); then ``where[u] = q``.
+    With ``limit`` <= 0 the queue keeps nothing (``where[u] = -1``)."""
+    if limit <= 0:
+        where[u] = NO_UNIT
+        return
+    while qs.size[q] >= limit:
+        g = qs.tail[q]
+        unlink(qs, q, g)
+        where[g] = NO_UNIT
+    push_head(qs, q, u)
+    where[u] = q
+
+
+@njit(**NJIT_HOOK)
 def to_head(qs, q, u):
     """Move unit ``u`` of queue ``q`` to its head (LRU promotion, CLOCK reinsertion)."""
     if qs.head[q] != u:

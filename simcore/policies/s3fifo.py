@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from simcore.config import NJIT_HOOK
-from simcore.engine.lists import Queues, oldest_unpinned, push_head, queues, to_head, unlink
+from simcore.engine.lists import Queues, oldest_unpinned, push_bounded, push_head, queues, to_head, unlink
 
 NEEDS_FUTURE = False
 SMALL_RATIO, GHOST_RATIO, MOVE_TO_MAIN = 0.1, 0.9, 2
@@ -60,20 +60,6 @@ def miss(s, u, t):
 
 
 @njit(**NJIT_HOOK)
-def _remember(s, v):
-    """A unit leaving the small FIFO enters the ghost FIFO (the oldest ghost leaves when it is full)."""
-    if s.sizes[GHOST] <= 0:
-        s.where[v] = NOWHERE
-        return
-    while s.q.size[GHOST] >= s.sizes[GHOST]:
-        g = s.q.tail[GHOST]
-        unlink(s.q, GHOST, g)
-        s.where[g] = NOWHERE
-    push_head(s.q, GHOST, v)
-    s.where[v] = GHOST
-
-
-@njit(**NJIT_HOOK)
 def _evict_small(s, t, pinned):
     """Walk the small FIFO from its oldest unit: units used twice move to main; the first other one is
     evicted. Returns it, -2 if every unit moved (none evicted), -1 if the small FIFO has no unpinned unit."""
@@ -89,7 +75,7 @@ def _evict_small(s, t, pinned):
             if s.q.size[SMALL] == 0:
                 return -2
         else:
-            _remember(s, v)
+            push_bounded(s.q, GHOST, v, s.sizes[GHOST], s.where)  # remembered in the ghost FIFO
             return v
 
 

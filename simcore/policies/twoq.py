@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from simcore.config import NJIT_HOOK
-from simcore.engine.lists import Queues, oldest_unpinned, push_head, queues, to_head, unlink
+from simcore.engine.lists import Queues, oldest_unpinned, push_bounded, push_head, queues, to_head, unlink
 
 NEEDS_FUTURE = False
 IN_RATIO, OUT_RATIO = 0.25, 0.5
@@ -56,14 +56,7 @@ def miss(s, u, t):
 @njit(**NJIT_HOOK)
 def _leave_ain(s, v):
     unlink(s.q, AIN, v)
-    s.where[v] = NOWHERE
-    if s.sizes[AOUT] > 0:
-        while s.q.size[AOUT] >= s.sizes[AOUT]:
-            g = s.q.tail[AOUT]
-            unlink(s.q, AOUT, g)
-            s.where[g] = NOWHERE
-        push_head(s.q, AOUT, v)
-        s.where[v] = AOUT
+    push_bounded(s.q, AOUT, v, s.sizes[AOUT], s.where)  # remembered in A1out
 
 
 @njit(**NJIT_HOOK)
