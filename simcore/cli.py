@@ -279,7 +279,8 @@ def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
     "replay's estimate next to eval's exact figures, and the gap",
 )
 @_options_from(
-    ReplayConfig, skip=("trace", "model", "tokens", "threads", "batch_tokens", "cats_calib_tokens", "pruned")
+    ReplayConfig,
+    skip=("trace", "model", "tokens", "threads", "batch_tokens", "cats_calib_tokens", "pruned", "layout"),
 )
 @click.option("--json", "as_json", is_flag=True, help="print everything as JSON (perplexity among the keys)")
 @click.option("--out", type=click.Path(dir_okay=False), help="also write the JSON result to FILE")

@@ -36,6 +36,19 @@ class Device(BaseModel):
     compute_tops: float | None = Field(
         default=None, gt=0, description="sustained compute, 10^12 ops/s; enables the compute term"
     )
+    flash_page_bytes: int | None = Field(
+        default=None, gt=0, description="Flash page, bytes: reads are whole pages (needed with flash_curve)"
+    )
+    flash_queue_depth: int | None = Field(
+        default=None, ge=1, description="requests in flight when flash_curve was measured (information)"
+    )
+    flash_curve: list[tuple[float, float]] | None = Field(
+        default=None,
+        description="random-read throughput by request size: [[request bytes, GB/s], ...], sizes increasing "
+        "(--flash-model curve; interpolated in log size)",
+    )
+    dram_pj_per_byte: float | None = Field(default=None, gt=0, description="energy of a DRAM read, pJ per byte")
+    flash_pj_per_byte: float | None = Field(default=None, gt=0, description="energy of a Flash read, pJ per byte")
     sources: list[str] = Field(default_factory=list, description="where the figures come from")
 
     @model_validator(mode="after")
@@ -47,11 +60,35 @@ class Device(BaseModel):
                 f"flash_bw_gbps ({self.flash_bw_gbps}) exceeds dram_bw_gbps ({self.dram_bw_gbps}); "
                 "Flash faster than DRAM is not a phone"
             )
+        if self.flash_curve is not None:
+            _check_curve(self.flash_curve, self.flash_peak_gbps, self.dram_bw_gbps)
+            if self.flash_page_bytes is None:
+                raise ValueError(
+                    "flash_curve needs flash_page_bytes (the Flash page, e.g. 4096): reads are whole pages"
+                )
         if self.dram_capacity_gb and self.dram_budget_gb and self.dram_budget_gb > self.dram_capacity_gb:
             raise ValueError(
                 f"dram_budget_gb ({self.dram_budget_gb}) exceeds dram_capacity_gb ({self.dram_capacity_gb})"
             )
         return self
+
+
+def _check_curve(curve: list, peak: float | None, dram_bw: float) -> None:
+    """A throughput-versus-request-size curve must have points, positive sizes in increasing order and
+    positive bandwidths no faster than the interface (or DRAM)."""
+    if not curve:
+        raise ValueError("flash_curve is empty; give [[request bytes, GB/s], ...] (e.g. [[4096, 0.45], [524288, 3.5]])")
+    for i, (size, bw) in enumerate(curve):
+        if size <= 0 or bw <= 0:
+            raise ValueError(f"flash_curve point {i + 1} [{size:g}, {bw:g}]: request bytes and GB/s must be positive")
+        if i and size <= curve[i - 1][0]:
+            raise ValueError(
+                f"flash_curve point {i + 1}: request size {size:g} is not larger than the point before "
+                f"({curve[i - 1][0]:g}); list the points by increasing request size"
+            )
+        limit, what = (peak, "flash_peak_gbps") if peak is not None else (dram_bw, "dram_bw_gbps")
+        if bw > limit:
+            raise ValueError(f"flash_curve point {i + 1}: {bw:g} GB/s exceeds {what} ({limit:g})")
 
 
 def available_devices() -> list[str]:

@@ -27,9 +27,18 @@ def replay_table(result) -> str:
     from simcore.methods import describe
 
     method = describe(c)
+    curve = c.get("flash_model") == "curve"
+    if curve:
+        pts = dev.get("flash_curve") or []
+        flash_desc = (
+            f"Flash curve {format_bytes(pts[0][0])} {pts[0][1]:g} GB/s .. {format_bytes(pts[-1][0])} {pts[-1][1]:g} GB/s, "
+            f"page {format_bytes(dev['flash_page_bytes'])}" + (f", layout {c['layout']}" if c.get("layout") else "")
+        )
+    else:
+        flash_desc = f"Flash {dev['flash_bw_gbps']:g} GB/s"
     lines = [
         f"trace    {c['trace']}  ({c['model']}, {t['tokens']} tokens, {len(result.layers) // max(1, len(result.kinds))} layers, {c['trace_source']})",
-        f"device   {dev['name']}: DRAM {dev['dram_bw_gbps']:g} GB/s, Flash {dev['flash_bw_gbps']:g} GB/s, budget {format_bytes(c['dram_bytes'])}",
+        f"device   {dev['name']}: DRAM {dev['dram_bw_gbps']:g} GB/s, {flash_desc}, budget {format_bytes(c['dram_bytes'])}",
         f"setting  {method}, policy {c['policy']}, {c['bits']:g}-bit weights ({8 * c['bytes_per_weight']:.3f} bits with scales), context {c['context']}",
         f"memory   resident {format_bytes(m['static_resident'])} (KV {format_bytes(m['kv_cache'])}), "
         f"MLP cache {format_bytes(m['mlp_cache'])} of {format_bytes(m['mlp_total'])} MLP weights "
@@ -63,4 +72,23 @@ def replay_table(result) -> str:
         f"throughput  {rate} ({t['tokens_per_s']:.2f} over all tokens); "
         f"MLP density {t['mlp_density']:.3f}; |h|^2 kept {100 * t['mass_kept']:.2f}%",
     ]
+    if curve:
+        amp, eff, mean = (
+            t["read_amplification_steady"],
+            t["flash_effective_gbps_steady"],
+            t["flash_mean_request_bytes_steady"],
+        )
+        lines.insert(
+            -1,
+            f"Flash reads  {t['flash_requests_per_token_steady']:.1f} requests/token of "
+            f"{format_bytes(mean) if mean else '-'} on average, {format_bytes(t['flash_bytes_read_per_token_steady'])} "
+            f"read with pages and gaps ({'-' if amp is None else f'{amp:.2f}x'} the bytes needed), "
+            f"effective {'-' if eff is None else f'{eff:.2f}'} GB/s; constant model "
+            f"{dev['flash_bw_gbps']:g} GB/s: {t['tokens_per_s_constant_steady']:.2f} tokens/s",
+        )
+    if t.get("energy_mj_per_token_steady") is not None:
+        lines.append(
+            f"energy      {t['energy_mj_per_token_steady']:.2f} mJ/token (DRAM {t['energy_dram_mj_per_token_steady']:.2f}, "
+            f"Flash {t['energy_flash_mj_per_token_steady']:.2f}; memory reads only)"
+        )
     return "\n".join(lines)

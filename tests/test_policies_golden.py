@@ -173,7 +173,7 @@ def _replay_with_state(name, stream, cap, n_units=16):
     cache, state = hooks.new_cache(n_units), pol.init(n_units, cap)
     idx, ptr = np.asarray(stream, np.int32), np.arange(len(stream) + 1, dtype=np.int64)
     out = np.zeros(len(stream), np.int32)
-    assert hooks.replay_csr(idx, ptr, 0, cap, cache, state, hooks.hooks_of(pol), out) == 0
+    assert hooks.replay_csr(idx, ptr, 0, cap, cache, state, hooks.hooks_of(pol), out, *hooks.NO_READS) == 0
     return out.tolist(), set(np.flatnonzero(cache.in_cache).tolist()), state
 
 

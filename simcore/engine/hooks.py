@@ -42,7 +42,8 @@ from numba.extending import overload
 from simcore.config import NJIT_HOOKED
 from simcore.engine import kernels as K
 
-BAD_VICTIM = -1  # token_step's status when a policy's evict or insert names a unit it may not remove
+BAD_VICTIM = -1  # replay_csr's status when a policy's evict or insert names a unit it may not remove
+NO_READS = (np.zeros(0, np.int32), np.zeros((0, 0), np.uint64))  # (pos, miss_bits) when Flash reads are not modelled
 
 
 class Hooks(NamedTuple):
@@ -124,10 +125,11 @@ def _leaving_impl(x):
 
 
 @njit(**NJIT_HOOKED)
-def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
+def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
     """Replay precomputed selections through one cache of capacity ``cap``: token t0 + j uses the units
     ``idx[ptr[j]:ptr[j + 1]]`` (int32, ascending, distinct); ``out_hits``: int32[len(ptr) - 1] receives
-    the hits. ``cache``: the engine's :class:`Cache`; ``st``: the policy's state; ``h``: its :class:`Hooks`.
+    the hits; ``miss_bits`` (uint64[len(ptr) - 1, W], or (0, 0): not wanted) each token's missed units
+    at their Flash positions ``pos`` (``kernels.mark_missed``). ``cache``: the engine's :class:`Cache`; ``st``: the policy's state; ``h``: its :class:`Hooks`.
     The cache and policy state carry over, so a trace replayed chunk by chunk gives the hits of one
     call over all of it. Returns 0, or ``BAD_VICTIM`` if a hook named a unit that is not cached or is
     used by the current token (a bug in the policy).
@@ -136,6 +138,7 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
     one inlined by Numba) costs a reference count update per array, more than a one-unit token's work."""
     in_cache, pinned = cache.in_cache, cache.pinned
     missed = np.empty(max(in_cache.shape[0], 1), np.int32)  # the current token's misses, ascending
+    reads = miss_bits.shape[0] > 0
     for j in range(ptr.shape[0] - 1):
         a0, a1, t = ptr[j], ptr[j + 1], t0 + j
         if a1 - a0 == 1:  # one unit: nothing to pin (not cached when it misses, it cannot be a victim)
@@ -145,6 +148,8 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
                 out_hits[j] = 1
                 continue
             out_hits[j] = 0
+            if reads:
+                K.mark_unit(u, pos, miss_bits[j])
             if cap > 0 and _place(u, t, cap, cache, st, h) < 0:
                 return BAD_VICTIM
             continue
@@ -159,6 +164,8 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits):
             else:
                 missed[nm] = u
                 nm += 1
+                if reads:
+                    K.mark_unit(u, pos, miss_bits[j])
         status = hits
         if cap > 0:
             # misses beyond the room the hits (which stay) leave stream past the cache: the lowest indices
@@ -226,11 +233,11 @@ class Outputs(NamedTuple):
 
 
 @njit(**NJIT_HOOKED)
-def replay_batch(scores, hmag, spec, t0, cap, cache, sel_state, st, h, out):
+def replay_batch(scores, hmag, spec, t0, cap, cache, sel_state, st, h, out, pos, miss_bits):
     """``kernels.replay_batch`` for a hook-family policy: select each token's units (cache-aware masks
-    read ``cache.in_cache``), then :func:`token_step`. ``scores``/``hmag``: uint16[T_b, U] float16 bit
-    patterns; ``sel_state``: int64[kernels.STATE_SIZE], the selection's search hints. Returns 0 or
-    BAD_VICTIM."""
+    read ``cache.in_cache``), then :func:`replay_csr`. ``scores``/``hmag``: uint16[T_b, U] float16 bit
+    patterns; ``sel_state``: int64[kernels.STATE_SIZE], the selection's search hints; ``pos``,
+    ``miss_bits``: as for :func:`replay_csr`. Returns 0 or BAD_VICTIM."""
     T = scores.shape[0]
     n = cache.in_cache.shape[0]
     keep_masks = out.mask.shape[0] > 0
@@ -238,6 +245,7 @@ def replay_batch(scores, hmag, spec, t0, cap, cache, sel_state, st, h, out):
     it = np.empty(n, np.int32)
     ptr = np.zeros(2, np.int64)
     hits = np.zeros(1, np.int32)
+    no_bits = np.zeros((0, 0), np.uint64)
     pthr = K.f16_pattern_at_most(spec.thr)
     for i in range(T):
         t = t0 + i
@@ -264,8 +272,10 @@ def replay_batch(scores, hmag, spec, t0, cap, cache, sel_state, st, h, out):
             sel_state,
         )
         out.used[i] = m
+        if miss_bits.shape[0] > 0:
+            K.mark_missed(used, cache.in_cache, pos, miss_bits[i])
         ptr[1] = K._positions(used, it)
-        r = replay_csr(it, ptr, t, cap, cache, st, h, hits)
+        r = replay_csr(it, ptr, t, cap, cache, st, h, hits, pos, no_bits)
         if r < 0:
             return r
         out.hits[i] = hits[0]
@@ -285,6 +295,6 @@ def replay_sets(policy, tokens, n_units: int, cap: int) -> tuple[np.ndarray, np.
     cache = new_cache(n_units)
     out = np.zeros(len(sets), np.int32)
     cap = min(cap, n_units)
-    if replay_csr(idx, ptr, 0, cap, cache, policy.init(n_units, cap), hooks_of(policy), out) < 0:
+    if replay_csr(idx, ptr, 0, cap, cache, policy.init(n_units, cap), hooks_of(policy), out, *NO_READS) < 0:
         raise RuntimeError(f"policy {policy.__name__}: a hook named a victim that is not cached or is in use")
     return out, cache.in_cache

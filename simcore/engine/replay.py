@@ -15,6 +15,8 @@ import sys
 import numpy as np
 
 from simcore import __version__
+from simcore.engine import flash
+from simcore.engine import layout as layout_file
 from simcore.engine.result import ReplayResult
 from simcore.engine.settings import (
     OPTION_OWNERS,
@@ -78,8 +80,12 @@ def replay_drams(
         raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
     if T >= 2**31:
         raise TraceError(f"trace {reader.path} has {T} tokens; replay handles fewer than 2^31")
-    if setting.cache_dependent and len(drams) > 1:
+    if (setting.cache_dependent or cfg.flash_model == "curve") and len(drams) > 1:
+        # each budget its own caches: masks that depend on them, or Flash requests made of each one's misses
         return [replay_drams(cfg.model_copy(update={"dram": d}), [d], progress=progress)[0] for d in drams]
+    reads = None
+    if cfg.flash_model == "curve":
+        T, reads = _flash_reads(cfg, reader, setting, T, notes)
     selection, mems, policy = setting.selection, setting.mems, setting.policy
     bar = None
     if progress:
@@ -98,8 +104,8 @@ def replay_drams(
 
         def work(layer):
             return [
-                (u, h[None], k, t)
-                for u, h, k, t in _replay_layer(reader, layer, T, selection, mems[0], cfg, policy, bar)
+                (u, h[None], k, t, r)
+                for u, h, k, t, r in _replay_layer(reader, layer, T, selection, mems[0], cfg, policy, bar, reads)
             ]
     else:
 
@@ -134,18 +140,25 @@ def summarise_layers(
     cfg: ReplayConfig, shape, setting: Setting, drams: list, results, T: int, source: dict
 ) -> list[ReplayResult]:
     """Aggregate per-layer results (an iterable, in layer order, of per-kind (used (T,), hits (B, T),
-    kept (T,), tot (T,))) into one ReplayResult per DRAM budget."""
+    kept (T,), tot (T,), reads)) into one ReplayResult per DRAM budget; ``reads`` is None or, under the
+    curve model (one budget), the kind's Flash requests, bytes read and seconds per token (T,) each."""
     selection, mems = setting.selection, setting.mems
     n_kinds = len(selection.kinds)
     used_tok = np.zeros((n_kinds, T), np.int64)  # selected units per token, summed over layers
     hit_tok = np.zeros((len(mems), n_kinds, T), np.int64)
+    read_tok = None  # Flash requests, bytes read, seconds per token and kind, summed over layers
     records: list[list[dict]] = [[] for _ in mems]
     mass_kept = mass_tot = 0.0
     for layer, res in enumerate(results):  # in layer order, so every sum is in a fixed order
         for ki, kind in enumerate(selection.kinds):
-            used, hits, kept, tot = res[ki]
+            used, hits, kept, tot, reads = res[ki]
             used_tok[ki] += used
             hit_tok[:, ki] += hits
+            if reads is not None:
+                if read_tok is None:
+                    read_tok = np.zeros((3, n_kinds, T))
+                for j in range(3):
+                    read_tok[j, ki] += reads[j]
             if kind.mass:
                 mass_kept += float(kept.sum())
                 mass_tot += float(tot.sum())
@@ -167,6 +180,7 @@ def summarise_layers(
             source,
             setting.budgets[bi],
             method_settings(setting),
+            read_tok,
         )
         for bi, dram in enumerate(drams)
     ]
@@ -177,13 +191,50 @@ def _replay_layer_shared(reader, layer, T, selection, mems: list[MemoryPlan], cf
     Returns per kind (used (T,), hits (B, T), kept (T,), tot (T,))."""
     caps = [np.array([mem.kinds[ki].capacity for mem in mems], np.int64) for ki in range(len(selection.kinds))]
     if getattr(policy, "STACK", False):  # one recency state serves every capacity, fed token by token
-        return [sim.finish() for sim in _layer_sims(reader, layer, T, selection, mems[0], cfg, policy, bar, caps=caps)]
+        sims = _layer_sims(reader, layer, T, selection, mems[0], cfg, policy, bar, caps=caps)
+        return [(*sim.finish(), None) for sim in sims]
     out = []
     for ki, sim in enumerate(_layer_sims(reader, layer, T, selection, mems[0], cfg, policy, bar, collect=True)):
         used, _, kept, tot = sim.finish_masks()
-        out.append((used, sim.hits_at(caps[ki], policy), kept, tot))
+        out.append((used, sim.hits_at(caps[ki], policy), kept, tot, None))
         sim.close()
     return out
+
+
+def _flash_reads(cfg: ReplayConfig, reader: TraceReader, setting: Setting, T: int, notes: list):
+    """The curve model's inputs: ``reads(layer, kind index)`` -> the kind's ``flash.ReadSpec`` (unit and
+    page bytes, the device's curve, the layout's positions), and the tokens to replay: with a layout
+    computed from later tokens of this text, replay stops before them unless --tokens says otherwise
+    (then an overlap is an error)."""
+    layout = None
+    if cfg.layout is not None:
+        layout = layout_file.load(cfg.layout)
+        layout_file.check_fits(layout, reader.model.name, reader.model.n_layers)
+        first = layout.meta.get("tokens", [0, 0])[0]
+        if cfg.tokens is None and layout.meta.get("text") == reader.meta.source and 0 < first < T:
+            notes.append(
+                f"replayed tokens [0, {first}): the layout {cfg.layout} was computed from tokens [{first}, "
+                f"{layout.meta['tokens'][1]}) of this text (give --tokens to choose)"
+            )
+            T = first
+        layout_file.check_disjoint(layout, reader.meta.source, 0, T)
+    return T, flash_read_specs(setting, layout)
+
+
+def flash_read_specs(setting: Setting, layout: layout_file.Layout | None = None):
+    """``reads(layer, kind index)`` -> that kind's ``flash.ReadSpec`` under the curve model: unit bytes
+    (memory plan), the device's page and curve, and the unit positions (``layout``; None: stored order)."""
+    device, mem = setting.device, setting.mems[0]
+    curve = flash.curve_of(device.flash_curve)
+    none = np.zeros(0, np.int32)
+    page = float(device.flash_page_bytes)
+
+    def reads(layer: int, ki: int) -> flash.ReadSpec:
+        kind = setting.selection.kinds[ki]
+        pos = none if layout is None else layout.positions(layer, kind.name, kind.n_units)
+        return flash.ReadSpec(float(mem.kinds[ki].unit_bytes), page, curve, pos)
+
+    return reads
 
 
 def _threshold(reader: TraceReader, layer: int, column: str, fraction: float, selection) -> float:
@@ -204,10 +255,12 @@ def _layer_sims(
     bar,
     caps: list | None = None,
     collect: bool = False,
+    reads=None,
 ) -> list[KindSim]:
     """Feed tokens [0, T) of one layer to one KindSim per kind and return them (not yet finished);
     ``caps``, per kind, turns them into several-capacity simulations of a stack policy; ``collect``
-    makes them collect their masks (for :meth:`KindSim.hits_at`)."""
+    makes them collect their masks (for :meth:`KindSim.hits_at`); ``reads(layer, kind index)`` gives
+    each kind's Flash read model (``_flash_reads``)."""
     kinds = selection.kinds
     columns = sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set()))
     read = tuple(columns) or ("token_id",)  # dense reads no magnitudes, only the row count
@@ -222,8 +275,9 @@ def _layer_sims(
             _threshold(reader, layer, kind.score, frac, selection) if kind.mode == "threshold" else 0.0,
             caps=c,
             collect=collect,
+            reads=None if reads is None else reads(layer, ki),
         )
-        for kind, kp, frac, c in zip(kinds, mem.kinds, selection.fractions, caps)
+        for ki, (kind, kp, frac, c) in enumerate(zip(kinds, mem.kinds, selection.fractions, caps))
     ]
     t0 = 0
     for batch in reader.iter_layer(layer, read, batch_tokens=cfg.batch_tokens):
@@ -241,10 +295,16 @@ def _layer_sims(
     return sims
 
 
-def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar):
+def _replay_layer(reader, layer, T, selection, mem: MemoryPlan, cfg: ReplayConfig, policy, bar, reads=None):
     """Replay tokens [0, T) of one layer for every kind. Returns per kind (used, hits, kept, tot) arrays
-    of shape (T,)."""
-    return [sim.finish() for sim in _layer_sims(reader, layer, T, selection, mem, cfg, policy, bar)]
+    of shape (T,) and the Flash reads (requests, bytes read, seconds per token), or None."""
+    sims = _layer_sims(reader, layer, T, selection, mem, cfg, policy, bar, reads=reads)
+    out = []
+    for sim in sims:
+        res = sim.finish()
+        r = sim.reads
+        out.append((*res, None if r is None else (r.requests, r.bytes_read, r.seconds)))
+    return out
 
 
 def _rate(hits: float, acc: float) -> float | None:
@@ -291,7 +351,10 @@ def _summarise(
     source,
     dram_budget,
     method_settings: dict,
+    read_tok: np.ndarray | None = None,
 ) -> ReplayResult:
+    """One ReplayResult from per-token sums over layers: ``used_tok``, ``hit_tok`` (kinds, T) and, under
+    the curve model, ``read_tok`` (3, kinds, T): Flash requests, bytes read and seconds."""
     unit_bytes = np.array([k.unit_bytes for k in mem.kinds])
     weights = np.array([k.weights_per_unit for k in selection.kinds], np.float64)
     miss_tok = used_tok - hit_tok
@@ -310,9 +373,30 @@ def _summarise(
             f"steady-state figures cover all {T} tokens; give --warmup below {T}"
         )
 
+    curve = read_tok is not None
+    if curve:
+        requests, bytes_read, seconds = read_tok.sum(1)  # per token, all layers and kinds
+
     def timing(sl: slice) -> dict:
         ops = 2 * (static_weights + float(mlp_weights_tok[sl].mean()))  # a multiply and an add per weight
-        return token_time(float(dram[sl].mean()), float(flash[sl].mean()), ops, device, cfg.overlap_compute)
+        b_dram, b_flash = float(dram[sl].mean()), float(flash[sl].mean())
+        t = token_time(b_dram, b_flash, ops, device, cfg.overlap_compute)
+        if not curve:
+            return t
+        constant = t["tokens_per_s"]
+        t_flash, b_read, n_req = float(seconds[sl].mean()), float(bytes_read[sl].mean()), float(requests[sl].mean())
+        t = token_time(b_dram, b_flash, ops, device, cfg.overlap_compute, t_flash, b_read)
+        t.update(
+            {
+                "flash_requests_per_token": n_req,
+                "flash_mean_request_bytes": b_read / n_req if n_req else None,
+                "flash_bytes_read_per_token": b_read,
+                "read_amplification": b_read / b_flash if b_flash else None,
+                "flash_effective_gbps": b_flash / t_flash / 1e9 if t_flash else None,
+                "tokens_per_s_constant": constant,
+            }
+        )
+        return t
 
     acc, hits = int(used_tok.sum()), int(hit_tok.sum())
     acc_s, hits_s = int(used_tok[:, steady].sum()), int(hit_tok[:, steady].sum())
@@ -347,6 +431,16 @@ def _summarise(
             "flash_bytes_per_token": float(miss_tok[ki].mean() * kp.unit_bytes),
             "dram_bytes_per_token": float(used_tok[ki].mean() * kp.unit_bytes),
         }
+        if curve:
+            n_req, b_read = float(read_tok[0, ki].mean()), float(read_tok[1, ki].mean())
+            kinds[kind.name].update(
+                {
+                    "flash_requests_per_token": n_req,
+                    "flash_bytes_read_per_token": b_read,
+                    "flash_mean_request_bytes": b_read / n_req if n_req else None,
+                    "t_flash_ms": float(read_tok[2, ki].mean()) * 1e3,
+                }
+            )
     resolved = cfg.model_dump()
     resolved.update(
         {

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -36,6 +37,16 @@ class _Settings(BaseModel):
         default=None, description="override the device's Flash read bandwidth, GB/s (1 or 1GB/s)"
     )
     dram_bw: str | None = Field(default=None, description="override the device's DRAM bandwidth, GB/s (60 or 60GB/s)")
+    flash_model: Literal["constant", "curve"] = Field(
+        default="constant",
+        description="Flash time: constant (missed bytes / the device's flash_bw_gbps, the DIP paper's model) or "
+        "curve (missed units as page-rounded, coalesced requests timed on the device's flash_curve)",
+    )
+    layout: str | None = Field(
+        default=None,
+        description="a `simcore layout` file: the order of the units in Flash (with --flash-model curve; "
+        "default: the stored order)",
+    )
     method: str = Field(
         default="dip-ca",
         description=f"masking method: {', '.join(methods.available())}, or the path of a method .py file",
@@ -186,6 +197,21 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
             )
         density = module.DENSITY
     selection = methods.resolve(cfg.method, shape, density, options)
+    if cfg.flash_model == "curve":
+        if cfg.flash_bw is not None:
+            raise ConfigError(
+                f"--flash-bw {cfg.flash_bw} sets a constant Flash bandwidth, which --flash-model curve replaces by "
+                "the device's read curve; drop one of them"
+            )
+        if device.flash_curve is None:
+            raise ConfigError(
+                f"--flash-model curve needs the device's flash_curve, and device {device.name} has none; "
+                "use a profile with one (simcore devices), measure one (simcore probe-flash), or --flash-model constant"
+            )
+    elif cfg.layout is not None:
+        raise ConfigError(
+            "--layout orders the units in Flash, which only --flash-model curve models; add --flash-model curve"
+        )
     if cfg.overlap_compute and not device.compute_tops:
         raise ConfigError(
             f"--overlap-compute needs a compute term, but device {device.name} has no compute_tops; "

@@ -14,7 +14,7 @@ import numpy as np
 from numba.core.errors import NumbaError
 
 from simcore import policies
-from simcore.engine import hooks
+from simcore.engine import flash, hooks
 from simcore.engine import kernels as K
 from simcore.engine.maskstore import CHUNK_TOKENS, SPILL_BYTES, MaskStore
 from simcore.errors import ConfigError, TraceError
@@ -40,9 +40,18 @@ class ScoreCache:
     def occupancy(self) -> int:
         return int(self.state[0])
 
-    def run(self, scores: np.ndarray, hm: np.ndarray, spec: hooks.MaskSpec, t0: int, out: hooks.Outputs) -> None:
+    def run(
+        self,
+        scores: np.ndarray,
+        hm: np.ndarray,
+        spec: hooks.MaskSpec,
+        t0: int,
+        out: hooks.Outputs,
+        reads=hooks.NO_READS,
+    ) -> None:
         """Select the units of tokens t0, t0 + 1, ... (``scores``: uint16[T_b, U] float16 patterns;
-        cache-aware masks read this cache) and account them against the cache; fills ``out``."""
+        cache-aware masks read this cache) and account them against the cache; fills ``out``, and
+        ``reads`` = (pos, miss_bits) with each token's missed units (``kernels.mark_missed``)."""
         K.replay_batch(
             scores,
             hm,
@@ -68,12 +77,16 @@ class ScoreCache:
             out.kept,
             out.tot,
             out.mask,
+            *reads,
         )
 
-    def replay(self, idx: np.ndarray, ptr: np.ndarray, nxt: np.ndarray, t0: int, out_hits: np.ndarray) -> None:
+    def replay(
+        self, idx: np.ndarray, ptr: np.ndarray, nxt: np.ndarray, t0: int, out_hits: np.ndarray, reads=hooks.NO_READS
+    ) -> None:
         """Replay precomputed selections of tokens t0, t0 + 1, ... (CSR: int32 ``idx``, int64 ``ptr``;
-        ``nxt``: int32 next-use token of each access) into ``out_hits`` (int32[len(ptr) - 1])."""
-        if self.cap <= 0:  # no cache, no hits
+        ``nxt``: int32 next-use token of each access) into ``out_hits`` (int32[len(ptr) - 1]); ``reads``:
+        as for :meth:`run`."""
+        if self.cap <= 0 and reads is hooks.NO_READS:  # no cache, no hits (but every use is a Flash read)
             return
         if not self.future:
             nxt = np.zeros_like(nxt)  # a policy without future knowledge sees no next uses
@@ -90,6 +103,7 @@ class ScoreCache:
             self.state,
             self.pw,
             out_hits,
+            *(() if reads is hooks.NO_READS else reads),  # TODO(flash): until replay_masks_at takes them
         )
 
 
@@ -120,14 +134,24 @@ class HookCache:
     def occupancy(self) -> int:
         return int(self.cache.occ[0])
 
-    def run(self, scores: np.ndarray, hm: np.ndarray, spec: hooks.MaskSpec, t0: int, out: hooks.Outputs) -> None:
+    def run(
+        self,
+        scores: np.ndarray,
+        hm: np.ndarray,
+        spec: hooks.MaskSpec,
+        t0: int,
+        out: hooks.Outputs,
+        reads=hooks.NO_READS,
+    ) -> None:
         """As :meth:`ScoreCache.run`."""
-        args = (scores, hm, spec, t0, self.cap, self.cache, self.sel_state, self.state, self.hooks, out)
+        args = (scores, hm, spec, t0, self.cap, self.cache, self.sel_state, self.state, self.hooks, out, *reads)
         self._check(self._compiled(hooks.replay_batch, args))
 
-    def replay(self, idx: np.ndarray, ptr: np.ndarray, nxt: np.ndarray, t0: int, out_hits: np.ndarray) -> None:
+    def replay(
+        self, idx: np.ndarray, ptr: np.ndarray, nxt: np.ndarray, t0: int, out_hits: np.ndarray, reads=hooks.NO_READS
+    ) -> None:
         """As :meth:`ScoreCache.replay` (``nxt`` is not used: hook policies get no next-use times)."""
-        args = (idx, ptr, t0, self.cap, self.cache, self.state, self.hooks, out_hits)
+        args = (idx, ptr, t0, self.cap, self.cache, self.state, self.hooks, out_hits, *reads)
         self._check(self._compiled(hooks.replay_csr, args))
 
     def _compiled(self, kernel, args) -> int:
@@ -196,6 +220,7 @@ class KindSim:
         collect: bool = False,
         mask_chunk: int = CHUNK_TOKENS,
         spill_bytes: int = SPILL_BYTES,
+        reads: flash.ReadSpec | None = None,
     ):
         pol = policies.load(policy) if isinstance(policy, str) else policy
         cap = 0 if getattr(pol, "NO_CACHE", False) else min(cap, n_units)
@@ -219,9 +244,14 @@ class KindSim:
         self.used, self.hits = np.zeros(T, np.int32), np.zeros(T, np.int32)
         self.kept, self.tot = np.zeros(T), np.zeros(T)
         self.caps = None
+        self.reads = None if reads is None else flash.Reads(reads, n_units, T)  # Flash requests per token
         self.cache: ScoreCache | HookCache | None = None
         self.collected: MaskStore | None = None  # collected masks (policies that need the future, collect=True)
         if caps is not None:  # a stack policy at several capacities at once (cache-independent masks)
+            if reads is not None:
+                raise ConfigError(
+                    "the Flash read model needs the missed units of each capacity: one cache per capacity"
+                )
             if not getattr(pol, "STACK", False) or cache_dependent:
                 raise ConfigError(
                     "several capacities at once need a stack policy (lru) and masks that do not depend on the cache"
@@ -251,10 +281,20 @@ class KindSim:
 
     @classmethod
     def for_kind(
-        cls, kind, cap: int, fraction: float, T: int, policy, thr: float = 0.0, caps=None, collect: bool = False
+        cls,
+        kind,
+        cap: int,
+        fraction: float,
+        T: int,
+        policy,
+        thr: float = 0.0,
+        caps=None,
+        collect: bool = False,
+        reads: flash.ReadSpec | None = None,
     ) -> KindSim:
         """The KindSim of one unit kind (a ``methods.KindSpec``, its re-weighting included) selecting
-        ``fraction`` of its units: the one place replay and eval turn a resolved method into a simulation."""
+        ``fraction`` of its units: the one place replay and eval turn a resolved method into a simulation.
+        ``reads``: model this kind's Flash requests (``simcore.engine.flash``)."""
         k = int(round(fraction * kind.n_units))
         rw = kind.reweight
         aware = rw is not None
@@ -275,6 +315,7 @@ class KindSim:
             mass=kind.mass,
             caps=caps,
             collect=collect,
+            reads=reads,
         )
 
     def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int, masks: np.ndarray | None = None) -> None:
@@ -340,7 +381,12 @@ class KindSim:
                 self.tot[sl],
                 np.zeros((0, 0), np.bool_) if masks is None else masks,
             )
-            self.cache.run(scores, hm, self.spec, t0, out)
+            if self.reads is None:
+                self.cache.run(scores, hm, self.spec, t0, out)
+            else:
+                bits = self.reads.bits(nb)
+                self.cache.run(scores, hm, self.spec, t0, out, (self.reads.spec.pos, bits))
+                self.reads.account(bits, t0)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(used, hits, kept, tot) per token; hits of shape (B, T) for a KindSim at several capacities
@@ -349,9 +395,15 @@ class KindSim:
             return self.used, self.hits_multi, self.kept, self.tot
         if self.collected is not None:
             self.finish_masks()
-            if self.cap > 0:  # no cache, no hits
+            if self.cap > 0 or self.reads is not None:  # no cache: no hits, but Flash reads
                 for c0, idx, ptr, nxt in self.collected.chunks(self.used):
-                    self.cache.replay(idx, ptr, nxt, c0, self.hits[c0 : c0 + len(ptr) - 1])
+                    c1 = c0 + len(ptr) - 1
+                    if self.reads is None:
+                        self.cache.replay(idx, ptr, nxt, c0, self.hits[c0:c1])
+                    else:
+                        bits = self.reads.bits(c1 - c0)
+                        self.cache.replay(idx, ptr, nxt, c0, self.hits[c0:c1], (self.reads.spec.pos, bits))
+                        self.reads.account(bits, c0)
             self.close()
         return self.used, self.hits, self.kept, self.tot
 
@@ -376,6 +428,8 @@ class KindSim:
         units, ties to the higher index; see ``kernels.lru_multi_step``), one cache per capacity
         otherwise; the masks are read back one chunk at a time, each state carried over."""
         pol = policies.load(policy) if isinstance(policy, str) else policy
+        if self.reads is not None:
+            raise ConfigError("the Flash read model replays one capacity at a time; build one KindSim per capacity")
         caps = np.minimum(np.asarray(caps, np.int64), self.n)
         out = np.zeros((len(caps), self.T), np.int32)
         if getattr(pol, "NO_CACHE", False):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from simcore.engine.replay import summarise_layers
+from simcore.engine.replay import flash_read_specs, summarise_layers
 from simcore.engine.result import ReplayResult
 from simcore.engine.settings import ReplayConfig, config_of, resolve_setting
 from simcore.engine.sim import KindSim
@@ -94,6 +94,18 @@ class _MaskedMLP:
             if self.record is not None:
                 self.record[names.index(kind.name)].append(mask)
         return self.mlp.down(h).reshape(*x.shape[:-1], -1)
+
+
+def _finished(sim: KindSim) -> tuple:
+    """A finished KindSim's (used, hits (1, T), kept, tot), as ``summarise_layers`` takes them."""
+    used, hits, kept, tot = sim.finish()
+    return used, hits[None], kept, tot
+
+
+def _reads_of(sim: KindSim):
+    """A KindSim's Flash requests, bytes read and seconds per token under the curve model, or None."""
+    r = sim.reads
+    return None if r is None else (r.requests, r.bytes_read, r.seconds)
 
 
 def json_tokens(path) -> tuple[int, int]:
@@ -281,10 +293,11 @@ def evaluate(
     sims: list[list[KindSim]] = []
     originals = []
     recorded = [[[] for _ in selection.kinds] for _ in layers] if record_masks else None
+    reads = flash_read_specs(setting) if cfg.flash_model == "curve" else None
     for li, layer in enumerate(layers):
         row = [
-            KindSim.for_kind(kind, kp.capacity, frac, T, setting.policy, thresholds[li])
-            for kind, kp, frac in zip(selection.kinds, mem.kinds, selection.fractions)
+            KindSim.for_kind(kind, kp.capacity, frac, T, setting.policy, thresholds[li], reads=reads and reads(li, ki))
+            for ki, (kind, kp, frac) in enumerate(zip(selection.kinds, mem.kinds, selection.fractions))
         ]
         sims.append(row)
         originals.append(layer.mlp.forward)
@@ -315,7 +328,7 @@ def evaluate(
     seconds = time.perf_counter() - start
     per_layer = []
     for row in sims:
-        per_layer.append([(u, h[None], kp, tt) for u, h, kp, tt in (s.finish() for s in row)])
+        per_layer.append([(*_finished(s), _reads_of(s)) for s in row])
     info = {"trace": f"eval:{name}", "trace_source": source.name, "trace_tokens": T}
     result = summarise_layers(cfg, shape, setting, [cfg.dram], per_layer, T, info)[0]
     if not n_pred:

@@ -19,7 +19,7 @@ that this token does not use until the misses fit, and insert all misses; if it 
 the cache keeps the ``cap`` selected units of highest priority and the rest streams past it.
 
 Modules, by concern: ``f16`` (float16 bit tricks), ``radix`` (radix selection), ``select`` (one
-token's selection), ``score`` (the score-family cache), ``batch`` (batch drivers), ``lru_stack`` (LRU at
+token's selection), ``score`` (the score-family cache), ``batch`` (batch drivers), ``reads`` (Flash requests of a token's misses), ``lru_stack`` (LRU at
 many capacities in one pass). This package re-exports their names, so callers write ``kernels.X``.
 """
 
@@ -70,6 +70,13 @@ from simcore.engine.kernels.radix import (  # noqa: F401
     bit_length,
     kth_key,
     mark_smallest,
+)
+from simcore.engine.kernels.reads import (  # noqa: F401
+    mark_missed,
+    mark_unit,
+    reads_batch,
+    request_seconds,
+    token_reads,
 )
 from simcore.engine.kernels.score import (  # noqa: F401
     NEVER,

@@ -10,6 +10,7 @@ from numba import njit
 from simcore.config import NJIT
 from simcore.engine.kernels.f16 import f16_pattern_at_most, trailing_zeros64
 from simcore.engine.kernels.radix import _equal_in
+from simcore.engine.kernels.reads import mark_missed
 from simcore.engine.kernels.score import cache_step
 from simcore.engine.kernels.select import MODE_ALL, _mass, _selection_scratch, select_units
 
@@ -40,6 +41,8 @@ def replay_batch(
     out_kept,
     out_tot,
     out_mask,
+    pos,
+    miss_bits,
 ):
     """Replay a batch of tokens of one (layer, kind) with the cache in the loop (any policy without
     future knowledge; required for cache-aware masks).
@@ -54,6 +57,9 @@ def replay_batch(
         out_used, out_hits: int32[T_b] selection size and hits per token; out_kept, out_tot: float64[T_b].
         out_mask: bool[T_b, U] receives the selections (the masks ``simcore eval`` applies), or a (0, 0)
             array when they are not wanted.
+        pos, miss_bits: the Flash read model's inputs (``simcore.engine.flash``): unit positions
+            (int32[U], empty for the stored order) and uint64[T_b, W] receiving each token's missed units,
+            or a (0, 0) array when Flash reads are not modelled.
     """
     T = scores.shape[0]
     n = in_cache.shape[0]
@@ -72,6 +78,8 @@ def replay_batch(
             row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, qbuf, state
         )
         out_used[i] = m
+        if miss_bits.shape[0] > 0:
+            mark_missed(used, in_cache, pos, miss_bits[i])
         out_hits[i] = cache_step(
             used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, qbuf
         )
