@@ -181,6 +181,8 @@ def synth(model, tokens, out, seed, seq_len, phi, columns, progress):
 @click.option("--dram", help="DRAM budgets: 48MB,64MB or a range 32MB:128MB:16MB")
 @click.option("--flash-bw", help="Flash bandwidths in GB/s: 1,2 or 0.5:4:0.5")
 @click.option("--dram-bw", help="DRAM bandwidths in GB/s: 60,77")
+@click.option("--flash-model", help="Flash time models: constant,curve (curve: the device's read curve)")
+@click.option("--layout", help="`simcore layout` files (Flash orders of the units), comma-separated; with curve")
 @click.option("--method", help="methods: dense,glu,gate,up,cats,dip,dip-ca")
 @click.option("--policy", help="policies, comma-separated: names (simcore policies) or paths of policy .py files")
 @click.option("--gamma", help="dip-ca gammas: 0.1,0.2 or 0.1:0.5:0.1 (other methods ignore gamma)")
@@ -536,11 +538,13 @@ def info(trace, verify):
     click.echo(_json.dumps(data, indent=2, allow_nan=False))
 
 
+from simcore.flash.probe import probe_flash  # noqa: E402
 from simcore.prune.command import prune_command  # noqa: E402
 from simcore.report.command import report_command  # noqa: E402
 
 cli.add_command(report_command)
 cli.add_command(prune_command)
+cli.add_command(probe_flash)
 
 
 def _add_optional_commands() -> None:

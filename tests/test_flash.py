@@ -270,3 +270,30 @@ def test_json_output_has_the_curve_figures(smol, curved, capsys):
     t = json.loads(capsys.readouterr().out)["totals"]
     for key in ("flash_requests_per_token", "read_amplification", "flash_effective_gbps", "energy_mj_per_token"):
         assert t[key] is not None and t[key + "_steady"] is not None
+
+
+def test_sweep_columns_and_the_report_plot_of_both_models(smol, curved, tmp_path):
+    from simcore.report import make_report
+    from simcore.sweep.grid import Grid
+    from simcore.sweep.run import run_sweep
+
+    grid = Grid(
+        {"dram": ["60MB", "80MB"], "flash_model": ["constant", "curve"], "method": ["dip"]},
+        {"trace": str(smol), "device": curved, "warmup": 20},
+    )
+    rows = run_sweep(grid, tmp_path / "r.parquet", workers=1).to_pylist()
+    assert [r["status"] for r in rows] == ["ok"] * 4, [r["error"] for r in rows]
+    by = {(r["dram"], r["flash_model"]): r for r in rows}
+    for d in ("60MB", "80MB"):
+        c, k = by[(d, "constant")], by[(d, "curve")]
+        assert c["read_amplification_steady"] is None and k["read_amplification_steady"] >= 1
+        assert k["tokens_per_s_constant_steady"] == pytest.approx(c["tokens_per_s_steady"])
+        assert k["hits"] == c["hits"]
+    # a curve row equals its own replay
+    alone = _replay(trace=str(smol), device=curved, method="dip", dram="60MB", flash_model="curve")
+    assert by[("60MB", "curve")]["tokens_per_s_steady"] == pytest.approx(alone.totals["tokens_per_s_steady"])
+    names = [p.name for p in make_report(tmp_path / "r.parquet", tmp_path / "report")]
+    assert "flash_model.png" in names
+    bad = Grid({"flash_bw": ["1"]}, {"trace": str(smol), "device": curved, "flash_model": "curve", "dram": "60MB"})
+    row = run_sweep(bad, tmp_path / "bad.parquet", workers=1).to_pylist()[0]
+    assert row["status"] == "error" and "drop one of them" in row["error"]

@@ -4,7 +4,8 @@
     paths = make_report("sweep/results.parquet", "report/", eval_path="eval.csv")
 
 Writes ``throughput_vs_density.png``, ``pareto_tokens_vs_perplexity.png`` (only with eval data),
-``dram_sweep.png``, ``gamma_effect.png``, ``policies.png`` and ``summary.md`` into ``out_dir``. A plot whose
+``dram_sweep.png``, ``gamma_effect.png``, ``policies.png``, ``flash_model.png`` (only with --flash-model
+curve rows) and ``summary.md`` into ``out_dir``. A plot whose
 data are absent (one DRAM size, one gamma, no eval) is skipped and the summary says why. Files are written
 atomically (temporary file in the same directory, then a rename).
 """
@@ -24,6 +25,7 @@ PLOT_NAMES = (
     "dram_sweep.png",
     "gamma_effect.png",
     "policies.png",
+    "flash_model.png",
 )
 
 

@@ -31,11 +31,17 @@ METRICS = tuple(
     if c
     not in ("flash_bytes_per_token_steady", "dram_bytes_per_token_steady", "t_compute_ms", "accesses", "hits", "misses")
 )
+# columns added with the curve model: read where the table has them (older tables do not)
+OPTIONAL = ("flash_model", "layout") + tuple(
+    c for c in METRIC_COLUMNS if c.startswith(("tokens_per_s_constant", "flash_", "read_", "energy_"))
+)
+SETTINGS = tuple(c for c in SETTINGS if c not in OPTIONAL)
+METRICS = tuple(c for c in METRICS if c not in OPTIONAL)
 REQUIRED = SETTINGS + METRICS + ("key", "status", "error")
 EVAL_REQUIRED = ("model", "method", "density", "perplexity")
 
 # What one plot holds fixed: the workload and hardware besides DRAM size ("scenario").
-SCENARIO = ("trace", "model", "device", "flash_bw_gbps", "dram_bw_gbps", "bits", "context")
+SCENARIO = ("trace", "model", "device", "flash_bw_gbps", "dram_bw_gbps", "bits", "context", "flash_model", "layout")
 POLICY_ORDER = ("lfu", "lru", "belady", "none")
 ORACLE_POLICIES = ("belady",)
 TOL = 1e-6
@@ -93,7 +99,12 @@ def load_results(results: str | os.PathLike | pa.Table) -> ReportData:
         path = Path(results)
         table, source = _read_table(path, "results table", csv_ok=False), str(path)
     _check_columns(table, REQUIRED, f"results table {source}", "is it the output of `simcore sweep`?")
-    all_rows = table.select(list(REQUIRED)).to_pylist()
+    present = [c for c in OPTIONAL if c in table.column_names]
+    all_rows = table.select(list(REQUIRED) + present).to_pylist()
+    for r in all_rows:
+        for c in OPTIONAL:
+            r.setdefault(c, None)
+        r["flash_model"] = r["flash_model"] or "constant"
     ok = [r for r in all_rows if r["status"] == "ok"]
     errors = [r for r in all_rows if r["status"] != "ok"]
     if not ok:
@@ -207,14 +218,21 @@ def scenarios(rows: list[dict]) -> list[tuple]:
 def describe_scenario(s: tuple) -> str:
     d = dict(zip(SCENARIO, s))
     return (
-        f"{d['model']} on {d['device']} (Flash {d['flash_bw_gbps']:g} GB/s, DRAM {d['dram_bw_gbps']:g} GB/s, "
+        f"{d['model']} on {d['device']} ({_flash(d)}, DRAM {d['dram_bw_gbps']:g} GB/s, "
         f"{d['bits']:g}-bit, context {d['context']}; trace {d['trace']})"
     )
 
 
+def _flash(d: dict) -> str:
+    """The Flash model of a scenario, in words."""
+    if d.get("flash_model") == "curve":
+        return "Flash read curve" + (f", layout {d['layout']}" if d.get("layout") else "")
+    return f"Flash {d['flash_bw_gbps']:g} GB/s"
+
+
 def short_scenario(s: tuple) -> str:
     d = dict(zip(SCENARIO, s))
-    return f"{d['model']} on {d['device']}, Flash {d['flash_bw_gbps']:g} GB/s"
+    return f"{d['model']} on {d['device']}, {_flash(d)}"
 
 
 def gb(nbytes) -> str:

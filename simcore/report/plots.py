@@ -377,7 +377,47 @@ def policies(f: Focus) -> Plot | Skip:
     )
 
 
+def flash_model(data: ReportData) -> Plot | Skip:
+    """Tokens/s under the curve model and under the constant model (which every curve row also carries),
+    and read amplification, against DRAM size: the rows of the most common --flash-model curve scenario."""
+    name = "flash_model.png"
+    curve = [r for r in data.rows if r.get("flash_model") == "curve" and r.get("read_amplification_steady") is not None]
+    if not curve:
+        return Skip(name, "no --flash-model curve rows (sweep with --flash-model curve to compare the Flash models)")
+    s = scenarios(curve)[0]
+    rows = [r for r in curve if scenario_of(r) == s]
+    f = Focus(s, rows, 0, mode(r["policy"] for r in rows), lower_median(r["density"] for r in rows), 1.0)
+    rows = fastest(_select(f, dram=False, policy=False, gamma=False), ("method", "policy", "dram_bytes"))
+    fig, axes = _new_figure(2, width=12)
+    keys = sorted({(r["method"], r["policy"]) for r in rows}, key=lambda k: (method_key(k[0]), _pol(k[1])))
+    for method, pol in keys:
+        pts = sorted(
+            (r["dram_bytes"] / 1e9, r[TPS], r["tokens_per_s_constant_steady"], r["read_amplification_steady"])
+            for r in rows
+            if (r["method"], r["policy"]) == (method, pol)
+        )
+        x = [p[0] for p in pts]
+        label = f"{method_display(method).label}, {pol}"
+        style = dict(marker="o", markersize=4, color=method_color(method))
+        axes[0].plot(x, [p[1] for p in pts], linestyle="-", label=f"{label}: curve", **style)
+        axes[0].plot(x, [p[2] for p in pts], linestyle="--", label=f"{label}: constant", **style)
+        axes[1].plot(x, [p[3] for p in pts], linestyle=POLICY_STYLE.get(pol, "-"), label=label, **style)
+    axes[0].set_ylabel("steady-state throughput (tokens/s)")
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title("Tokens/s: read curve (solid) vs constant bandwidth (dashed)")
+    axes[1].set_ylabel("read amplification (bytes read / bytes needed)")
+    axes[1].set_ylim(bottom=1)
+    axes[1].set_title("Read amplification vs DRAM size")
+    for ax in axes:
+        ax.set_xlabel("DRAM available to the model (GB, 10^9 bytes)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Flash models — {short_scenario(s)}; {f.label('density')}")
+    return Plot(
+        name, fig, "tokens/s under the read curve and under a constant bandwidth, and read amplification, vs DRAM size"
+    )
+
+
 def all_plots(data: ReportData) -> list[Plot | Skip]:
     """Every figure of the report, in order, or why it was skipped."""
     f = focus(data)
-    return [throughput_vs_density(f), pareto(f, data), dram_sweep(f), gamma_effect(f), policies(f)]
+    return [throughput_vs_density(f), pareto(f, data), dram_sweep(f), gamma_effect(f), policies(f), flash_model(data)]

@@ -24,6 +24,8 @@ SETTING_COLUMNS = [
     "dram_bytes",
     "flash_bw_gbps",
     "dram_bw_gbps",
+    "flash_model",
+    "layout",
     "method",
     "density",
     "rho_in",
@@ -52,6 +54,18 @@ METRIC_COLUMNS = [
     "accesses",
     "hits",
     "misses",
+    # the curve model (--flash-model curve; empty under the constant model)
+    "tokens_per_s_constant",
+    "tokens_per_s_constant_steady",
+    "flash_requests_per_token_steady",
+    "flash_mean_request_bytes_steady",
+    "flash_bytes_read_per_token_steady",
+    "read_amplification_steady",
+    "flash_effective_gbps_steady",
+    # energy, where the device gives pJ per byte
+    "energy_mj_per_token_steady",
+    "energy_dram_mj_per_token_steady",
+    "energy_flash_mj_per_token_steady",
 ]
 IDENTITY_COLUMNS = ["inputs", "computed_at"]
 COLUMNS = ["index", "key", "config", *SETTING_COLUMNS, *METRIC_COLUMNS, "status", "error", *IDENTITY_COLUMNS]

@@ -29,11 +29,24 @@ from simcore.engine.settings import ReplayConfig
 from simcore.errors import ConfigError, SimcoreError, describe_validation
 from simcore.units import parse_bandwidth, parse_size
 
-AXES = ("device", "dram", "flash_bw", "dram_bw", "method", "policy", "gamma", "density", "bits")
+AXES = (
+    "device",
+    "dram",
+    "flash_bw",
+    "dram_bw",
+    "flash_model",
+    "layout",
+    "method",
+    "policy",
+    "gamma",
+    "density",
+    "bits",
+)
 """Settings a sweep can vary; every other ReplayConfig field is fixed for a grid."""
 NUMERIC = {"gamma": float, "density": float, "bits": float}
 TIMING_ONLY = ("device", "flash_bw", "dram_bw")
-"""Axes that change no cache behaviour: hits are computed once and only the timing is derived."""
+"""Axes that change no cache behaviour: hits are computed once and only the timing is derived (except the
+device under ``flash_model: curve``, whose page and curve shape the Flash requests: see run.py)."""
 
 
 def _range(name: str, text: str) -> list:

@@ -8,6 +8,7 @@ rewritten in place):
   checksums, so re-creating a trace at the same path changes it);
 - ``device``: the device profile's YAML (it sets bandwidths and may set the default DRAM budget);
 - ``pruned``: the ``--pruned`` output's ``manifest.json``;
+- ``layout``: the ``--layout`` file (the Flash order of the units);
 - ``calibration``: the calibration file of the trace's model (``calibration/<model>.json``, which sets
   dip's rho split when it exists); every method's key includes it, since recomputing too much is safe
   and a stale row is not;
@@ -87,6 +88,8 @@ def inputs_of(settings: dict, memo: dict | None = None) -> dict:
         value = settings.get(option)
         if isinstance(value, str) and is_path(value):
             out = dict(out, **{option: file_digest(Path(value).expanduser())})
+    if settings.get("layout") is not None:
+        out = dict(out, layout=file_digest(Path(settings["layout"]).expanduser()))
     return out
 
 

@@ -49,6 +49,8 @@ _SETTINGS_AS_GIVEN = (
     "model",
     "device",
     "dram",
+    "flash_model",
+    "layout",
     "method",
     "density",
     "gamma",
@@ -94,6 +96,8 @@ def _row(index: int, config: str, key: str, inputs: dict, settings: dict, result
             context=c["context"],
             warmup=c["warmup"],
             tokens=t["tokens"],
+            flash_model=c.get("flash_model", "constant"),
+            layout=c.get("layout"),
             t_dram_ms=t["t_dram_ms_steady"],
             t_flash_ms=t["t_flash_ms_steady"],
             t_compute_ms=t["t_compute_ms_steady"],
@@ -183,9 +187,19 @@ def plan_tasks(configs: list[tuple[int, str, dict]]) -> list[dict]:
                 "error": str(e),
             }
             continue
+        if s.get("flash_model") == "curve" and s.get("flash_bw") is not None:  # timing-only: replay would not see it
+            groups[f"error-{config}"] = {
+                "base": s,
+                "drams": [s.get("dram")],
+                "members": [(index, config, s)],
+                "error": f"--flash-bw {s['flash_bw']} sets a constant Flash bandwidth, which --flash-model curve "
+                "replaces by the device's read curve; drop one of them",
+            }
+            continue
         if s.get("dram") is None and dev.dram_budget_gb:  # it decides the cache size: resolve it
             s["dram"] = f"{int(dev.dram_budget_gb * 1e9)}B"
-        base = {k: v for k, v in s.items() if k not in (*TIMING_ONLY, "dram")}
+        timing = TIMING_ONLY if s.get("flash_model") != "curve" else tuple(a for a in TIMING_ONLY if a != "device")
+        base = {k: v for k, v in s.items() if k not in (*timing, "dram")}
         # no DRAM size and no default: replay's error names the device, so keep it with its own device
         gkey = json.dumps([base, s.get("device") if s.get("dram") is None else None], sort_keys=True, default=str)
         base["device"] = s.get("device", "a18")  # a loadable device of the group (timing is redone per member)

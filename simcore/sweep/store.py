@@ -48,6 +48,8 @@ _TYPES = {
     "dram_bytes": pa.int64(),
     "method": pa.string(),
     "policy": pa.string(),
+    "flash_model": pa.string(),
+    "layout": pa.string(),
     "context": pa.int64(),
     "warmup": pa.int64(),
     "tokens": pa.int64(),

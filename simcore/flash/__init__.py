@@ -1,0 +1,1 @@
+"""Measuring real Flash storage: ``probe`` writes a device profile's Flash fields from a phone's own disk."""
