@@ -225,6 +225,7 @@ def test_options_that_do_not_combine_are_refused(smol, curved, capsys):
         (["--device", curved, "--flash-model", "curve", "--flash-bw", "1"], "drop one of them"),
         (["--device", "a18", "--flash-model", "curve"], "has none"),
         (["--device", curved, "--layout", "x.npz"], "add --flash-model curve"),
+        (["--device", curved, "--flash-bundle"], "add --flash-model curve"),
         (["--device", curved, "--flash-model", "fast"], "--flash-model: Input should be"),
     ]
     for args, message in cases:
@@ -297,3 +298,31 @@ def test_sweep_columns_and_the_report_plot_of_both_models(smol, curved, tmp_path
     bad = Grid({"flash_bw": ["1"]}, {"trace": str(smol), "device": curved, "flash_model": "curve", "dram": "60MB"})
     row = run_sweep(bad, tmp_path / "bad.parquet", workers=1).to_pylist()[0]
     assert row["status"] == "error" and "drop one of them" in row["error"]
+
+
+def test_a_neuron_unit_of_two_matrices_is_read_in_both_regions_unless_bundled(smol, curved):
+    kw = dict(trace=str(smol), device=curved, method="gate", flash_model="curve", policy="lru")
+    apart, together = _replay(**kw), _replay(**kw, flash_bundle=True)
+    a, b = apart.kinds["up_down"], together.kinds["up_down"]  # a W_u row and a W_d column per neuron
+    assert a["flash_bytes_per_token"] == b["flash_bytes_per_token"]
+    assert a["flash_requests_per_token"] != b["flash_requests_per_token"]
+    # the one-matrix kind reads the same either way
+    assert apart.kinds["gate"]["flash_requests_per_token"] == together.kinds["gate"]["flash_requests_per_token"]
+    # dip's input unit (W_u + W_g columns) is bundled by definition: --flash-bundle changes nothing for dip
+    d1, d2 = _replay(**{**kw, "method": "dip"}), _replay(**{**kw, "method": "dip"}, flash_bundle=True)
+    assert d1.totals["flash_requests_per_token"] == d2.totals["flash_requests_per_token"]
+
+
+def test_a_unit_of_two_pieces_reads_its_pattern_in_each_region():
+    spec1 = flash.ReadSpec(600.0, 4096.0, CURVE, np.zeros(0, np.int32), 1)
+    spec2 = spec1._replace(pieces=2)
+    one, two = flash.Reads(spec1, 256, 1), flash.Reads(spec2, 256, 1)
+    bits = np.zeros((1, 4), np.uint64)
+    for p in (3, 4, 5, 40, 41, 200):
+        K.mark_unit(p, np.zeros(0, np.int32), bits[0])
+    two.account(bits, 0)
+    assert (two.requests[0], two.bytes_read[0], two.seconds[0]) == pytest.approx(
+        tuple(2 * np.array(reads_of([3, 4, 5, 40, 41, 200], 300.0)))
+    )
+    one.account(bits, 0)
+    assert (one.requests[0], one.bytes_read[0]) == pytest.approx(reads_of([3, 4, 5, 40, 41, 200], 600.0)[:2])

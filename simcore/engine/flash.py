@@ -15,6 +15,12 @@ layout orders the units). ``kernels.reads_batch`` turns each token's bits into r
    request costs what a request of that size costs (the device is then bound by requests per second,
    not bytes); above its last size it runs at the last point's throughput.
 
+Where the units are stored: each (layer, kind) in its own region, in unit order (or a layout's order).
+dip's input unit (a W_u column and a W_g column, both indexed by the input channel) is stored bundled,
+as the DIP paper assumes; a neuron unit that spans several matrices (``up_down``: a W_u row and a W_d
+column) is stored in each matrix's own region unless ``--flash-bundle`` stores a neuron's slices
+together, as "LLM in a Flash" does (``ReadSpec.pieces``).
+
 The constant model (``--flash-model constant``, the DIP paper's) is ``missed bytes / flash_bw_gbps``;
 it needs none of this and its figures are unchanged.
 """
@@ -51,13 +57,16 @@ def words(n_units: int) -> int:
 
 
 class ReadSpec(NamedTuple):
-    """How one (layer, kind)'s misses are read: unit bytes, page bytes, the curve, and the unit
-    positions (int32[U], a layout; empty: position = unit index)."""
+    """How one (layer, kind)'s misses are read: unit bytes, page bytes, the curve, the unit positions
+    (int32[U], a layout; empty: position = unit index) and the pieces of a unit: a unit made of slices
+    of several matrices stored each in its own region (a neuron's W_u row and W_d column, unless
+    bundled) is read as that many requests patterns, one per region, of ``unit_bytes / pieces``."""
 
     unit_bytes: float
     page: float
     curve: Curve
     pos: np.ndarray
+    pieces: int = 1
 
 
 class Reads:
@@ -78,4 +87,9 @@ class Reads:
         """Turn the miss bits of tokens [t0, t0 + len(bits)) into requests."""
         sl = slice(t0, t0 + bits.shape[0])
         s = self.spec
-        reads_batch(bits, s.unit_bytes, s.page, s.curve, self.requests[sl], self.bytes_read[sl], self.seconds[sl])
+        b = s.unit_bytes / s.pieces
+        reads_batch(bits, b, s.page, s.curve, self.requests[sl], self.bytes_read[sl], self.seconds[sl])
+        if s.pieces > 1:  # the same pattern in each matrix's region
+            self.requests[sl] *= s.pieces
+            self.bytes_read[sl] *= s.pieces
+            self.seconds[sl] *= s.pieces

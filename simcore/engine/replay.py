@@ -218,21 +218,31 @@ def _flash_reads(cfg: ReplayConfig, reader: TraceReader, setting: Setting, T: in
             )
             T = first
         layout_file.check_disjoint(layout, reader.meta.source, 0, T)
-    return T, flash_read_specs(setting, layout)
+    return T, flash_read_specs(setting, reader.model, cfg.flash_bundle, layout)
 
 
-def flash_read_specs(setting: Setting, layout: layout_file.Layout | None = None):
+def flash_read_specs(setting: Setting, shape, bundle: bool = False, layout: layout_file.Layout | None = None):
     """``reads(layer, kind index)`` -> that kind's ``flash.ReadSpec`` under the curve model: unit bytes
-    (memory plan), the device's page and curve, and the unit positions (``layout``; None: stored order)."""
+    (memory plan), the device's page and curve, the unit positions (``layout``; None: stored order) and
+    the regions a unit's slices lie in (``bundle``: a neuron's slices stored together)."""
+    shape_d, shape_d_int = shape.d, shape.d_int
     device, mem = setting.device, setting.mems[0]
     curve = flash.curve_of(device.flash_curve)
     none = np.zeros(0, np.int32)
+
+    def pieces(kind) -> int:
+        """Matrices a unit's slices lie in, each its own region: a neuron unit's (d weights each) unless
+        bundled; an input-channel unit (dip's W_u + W_g columns) is stored bundled."""
+        if bundle or kind.n_units != shape_d_int or kind.weights_per_unit % shape_d:
+            return 1
+        return kind.weights_per_unit // shape_d
+
     page = float(device.flash_page_bytes)
 
     def reads(layer: int, ki: int) -> flash.ReadSpec:
         kind = setting.selection.kinds[ki]
         pos = none if layout is None else layout.positions(layer, kind.name, kind.n_units)
-        return flash.ReadSpec(float(mem.kinds[ki].unit_bytes), page, curve, pos)
+        return flash.ReadSpec(float(mem.kinds[ki].unit_bytes), page, curve, pos, pieces(kind))
 
     return reads
 

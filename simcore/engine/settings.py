@@ -42,6 +42,11 @@ class _Settings(BaseModel):
         description="Flash time: constant (missed bytes / the device's flash_bw_gbps, the DIP paper's model) or "
         "curve (missed units as page-rounded, coalesced requests timed on the device's flash_curve)",
     )
+    flash_bundle: bool = Field(
+        default=False,
+        description="with --flash-model curve: store each neuron's slices of a unit together (W_u row + W_d "
+        "column, as LLM in a Flash does) instead of each matrix in its own region",
+    )
     layout: str | None = Field(
         default=None,
         description="a `simcore layout` file: the order of the units in Flash (with --flash-model curve; "
@@ -208,10 +213,13 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
                 f"--flash-model curve needs the device's flash_curve, and device {device.name} has none; "
                 "use a profile with one (simcore devices), measure one (simcore probe-flash), or --flash-model constant"
             )
-    elif cfg.layout is not None:
-        raise ConfigError(
-            "--layout orders the units in Flash, which only --flash-model curve models; add --flash-model curve"
-        )
+    else:
+        for flag, on in (("--layout", cfg.layout is not None), ("--flash-bundle", cfg.flash_bundle)):
+            if on:
+                raise ConfigError(
+                    f"{flag} changes where units lie in Flash, which only --flash-model curve models; "
+                    "add --flash-model curve"
+                )
     if cfg.overlap_compute and not device.compute_tops:
         raise ConfigError(
             f"--overlap-compute needs a compute term, but device {device.name} has no compute_tops; "

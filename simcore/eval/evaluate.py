@@ -293,7 +293,7 @@ def evaluate(
     sims: list[list[KindSim]] = []
     originals = []
     recorded = [[[] for _ in selection.kinds] for _ in layers] if record_masks else None
-    reads = flash_read_specs(setting) if cfg.flash_model == "curve" else None
+    reads = flash_read_specs(setting, shape, cfg.flash_bundle) if cfg.flash_model == "curve" else None
     for li, layer in enumerate(layers):
         row = [
             KindSim.for_kind(kind, kp.capacity, frac, T, setting.policy, thresholds[li], reads=reads and reads(li, ki))
