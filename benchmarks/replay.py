@@ -8,7 +8,9 @@ rho 0.5, gamma 0.2, LFU, DRAM 2GB, device a18. Prints token-layers/s and unit ac
     whose hit counts must equal the engine's on the same tokens,
   * libCacheSim's LRU (C, process_trace) fed the identical flattened access stream,
 
-the ratios between them, and the engine's peak memory for two trace lengths. The three run back to
+the ratios between them, the engine's peak memory for two trace lengths, and the Flash read model's cost:
+the same replay on --curve-device under --flash-model constant and curve, back to back (target: curve
+at >= 0.8x the constant model's speed). The three run back to
 back in each of --repeat rounds; the ratios are taken within a round (runs of the same minute, so the
 machine's drift cancels) and their median is reported, next to each contender's fastest run.
 
@@ -78,9 +80,9 @@ def ensure_trace(path: Path, tokens: int) -> None:
     )
 
 
-def run_engine(trace: Path, tokens: int, threads: int) -> dict:
+def run_engine(trace: Path, tokens: int, threads: int, setting: dict | None = None) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", ENGINE_RUN, str(trace), str(tokens), str(threads), json.dumps(SETTING)],
+        [sys.executable, "-c", ENGINE_RUN, str(trace), str(tokens), str(threads), json.dumps(setting or SETTING)],
         check=True,
         capture_output=True,
         text=True,
@@ -161,6 +163,11 @@ def main() -> None:
     ap.add_argument("--trace", type=Path, default=None, help="default: traces/mistral7b-synth-<tokens>")
     ap.add_argument("--numpy-tokens", type=int, default=24, help="tokens replayed by the NumPy version")
     ap.add_argument("--repeat", type=int, default=5, help="rounds of engine, NumPy and libCacheSim run back to back")
+    ap.add_argument(
+        "--curve-device",
+        default="snapdragon-8-gen3",
+        help="device (with a flash_curve) of the Flash-model comparison: constant vs curve on it, same run",
+    )
     args = ap.parse_args()
     trace = args.trace or Path("traces") / f"mistral7b-synth-{args.tokens}"
     ensure_trace(trace, args.tokens)
@@ -179,6 +186,14 @@ def main() -> None:
         np_s = run_numpy(trace, n_tok)[0]
         lcs_s, lcs_hit = run_libcachesim(stream, capacity)
         rounds.append(dict(e=e, np_acc_s=np_acc / np_s, np_tl=n_tok * 32 / np_s, lcs=stream.shape[0] / lcs_s))
+    # the Flash read model: the same replay on a device with a read curve, constant model vs curve model
+    const_set = dict(SETTING, device=args.curve_device)
+    curve_set = dict(const_set, flash_model="curve")
+    run_engine(trace, 2, 1, curve_set)  # compiles the curve model's kernels
+    flash_rounds = [
+        (run_engine(trace, args.tokens, 1, const_set), run_engine(trace, args.tokens, 1, curve_set))
+        for _ in range(args.repeat)
+    ]
     e2 = min((run_engine(trace, args.tokens, 2) for _ in range(args.repeat)), key=lambda e: e["seconds"])
     short = run_engine(trace, max(8, args.tokens // 4), 1)
     check = run_engine(trace, n_tok, 1)
@@ -216,6 +231,13 @@ def main() -> None:
         f"libCacheSim hit ratio {lcs_hit:.3f} with one shared LRU of {capacity} units)"
     )
     print(f"token-layers/s, 1 thread: {tl(e1):,.0f}  (target >= 10,000)")
+    r_fl = sorted(tl(c) / tl(k) for k, c in flash_rounds)
+    kc = min((k for k, _ in flash_rounds), key=lambda e: e["seconds"])
+    cc = min((c for _, c in flash_rounds), key=lambda e: e["seconds"])
+    print(
+        f"Flash models on {args.curve_device}: constant {tl(kc):,.0f} token-layers/s, curve (requests, pages, gaps) "
+        f"{tl(cc):,.0f}; curve / constant {med(r_fl):.2f}x median of rounds ({r_fl[0]:.2f}-{r_fl[-1]:.2f})  (target >= 0.8x)"
+    )
     print(
         f"peak RSS: {e1['peak_rss_mb']:.0f} MB at {e1['tokens']} tokens, {short['peak_rss_mb']:.0f} MB at "
         f"{short['tokens']} tokens, {e2['peak_rss_mb']:.0f} MB with 2 threads  (target < 1024 MB)"

@@ -25,9 +25,9 @@ def reads_of(positions, unit_bytes, page=4096.0, curve=CURVE, n_units=256):
     bits = np.zeros((1, flash.words(n_units)), np.uint64)
     for p in positions:
         K.mark_unit(p, np.zeros(0, np.int32), bits[0])
-    r, b, s = np.zeros(1, np.int32), np.zeros(1), np.zeros(1)
-    K.reads_batch(bits, float(unit_bytes), page, curve, r, b, s)
-    return int(r[0]), float(b[0]), float(s[0])
+    reads = flash.Reads(flash.ReadSpec(float(unit_bytes), page, curve, np.zeros(0, np.int32)), n_units, 1)
+    reads.account(bits, 0)
+    return int(reads.requests[0]), float(reads.bytes_read[0]), float(reads.seconds[0])
 
 
 def t(nbytes, gbps):
@@ -59,9 +59,21 @@ def test_units_in_the_same_page_are_one_request():
     assert reads_of([0, 2], 1000)[:2] == (1, 4096.0)  # bytes 0..1000 and 2000..3000: both in page 0
 
 
+def test_the_gap_read_through_comes_from_the_curve():
+    # one request over 2 + g pages is no slower than two one-page requests (2 x 10.24 us) up to g = 3:
+    # 5 pages at 0.4 + 1.2 * log2(5) / 4 GB/s take 18.7 us, 6 pages 20.9 us
+    table = flash.cost_table(CURVE, 4096.0)
+    assert table[1] == pytest.approx(t(4096, 0.4)) and table[5] == pytest.approx(t(20480, 0.4 + 0.3 * math.log2(5)))
+    assert flash.gap_units(table, 4096.0, 4096.0) == 3
+    assert flash.gap_units(table, 4096.0, 1000.0) == 12  # 12,288 bytes of 1,000-byte units
+    assert flash.gap_units(table, 4096.0, 20000.0) == 0  # units larger than the gap: nothing read through
+    flat = flash.curve_of([[4096, 1.0], [1048576, 1.0]])  # no gain from larger requests: only a page
+    assert flash.gap_units(flash.cost_table(flat, 4096.0), 4096.0, 1000.0) == 4
+
+
 def test_a_gap_is_read_when_that_is_cheaper_than_another_request():
-    # units 0 and 2 of 4096 bytes: pages 0 and 2. Separately 2 x t(4 KB, 0.4); merged 12 KB with the gap
-    # at 0.4 + 1.2 * log2(3) / 4 GB/s, cheaper
+    # units 0 and 2 of 4096 bytes: pages 0 and 2, a one-unit gap (at most 3 are read through): one
+    # request of 12 KB at 0.4 + 1.2 * log2(3) / 4 GB/s
     n, b, s = reads_of([0, 2], 4096)
     assert (n, b) == (1, 12288.0)
     assert s == pytest.approx(t(12288, 0.4 + 1.2 * math.log2(3) / 4))
@@ -320,9 +332,9 @@ def test_a_unit_of_two_pieces_reads_its_pattern_in_each_region():
     bits = np.zeros((1, 4), np.uint64)
     for p in (3, 4, 5, 40, 41, 200):
         K.mark_unit(p, np.zeros(0, np.int32), bits[0])
-    two.account(bits, 0)
+    two.account(bits.copy(), 0)  # account overwrites the bits
     assert (two.requests[0], two.bytes_read[0], two.seconds[0]) == pytest.approx(
         tuple(2 * np.array(reads_of([3, 4, 5, 40, 41, 200], 300.0)))
     )
-    one.account(bits, 0)
+    one.account(bits.copy(), 0)
     assert (one.requests[0], one.bytes_read[0]) == pytest.approx(reads_of([3, 4, 5, 40, 41, 200], 600.0)[:2])

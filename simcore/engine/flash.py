@@ -6,10 +6,11 @@ layout orders the units). ``kernels.reads_batch`` turns each token's bits into r
 
 1. unit ``p`` occupies bytes ``[p * b, (p + 1) * b)`` of the kind's region (``b`` = unit bytes, which
    may be fractional at e.g. 4.125 bits per weight; the region starts on a page boundary);
-2. consecutive missed units form runs; each run is rounded out to whole pages; runs whose pages touch
-   or overlap are one request;
-3. walking left to right, a request is merged with the one before it (the gap between them read and
-   thrown away) when one larger request costs no more time than the two;
+2. a gap between missed units is read through (its bytes read and thrown away) when it is at most
+   ``gap`` units long: a page's worth, or more where the curve makes reading it cheaper than another
+   request (:func:`gap_units`: the most pages g for which one request over 2 + g pages is no slower
+   than two one-page requests; at most 64 units);
+3. each resulting run of units is rounded out to whole pages; runs whose pages touch are one request;
 4. a request of ``s`` bytes takes ``s / bw(s)`` seconds, ``bw`` the device's throughput-versus-request-
    size curve at its queue depth, interpolated linearly in log2(size); below the curve's first size a
    request costs what a request of that size costs (the device is then bound by requests per second,
@@ -31,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simcore.engine.kernels.reads import reads_batch
+from simcore.engine.kernels.reads import reads_batch, request_seconds
 
 MODELS = ("constant", "curve")
 
@@ -69,12 +70,39 @@ class ReadSpec(NamedTuple):
     pieces: int = 1
 
 
+def cost_table(curve: Curve, page: float) -> np.ndarray:
+    """Seconds of a request of k pages, k = 0 .. the curve's last size in pages (float64[K + 1]); beyond,
+    requests run at the last throughput."""
+    k_max = int(np.ceil(curve.size[-1] / page)) + 1
+    return np.array([0.0] + [request_seconds(k * page, curve) for k in range(1, k_max + 1)])
+
+
+MAX_GAP_UNITS = 64
+"""Gaps are read through up to this many units (the kernels close gaps a word at a time)."""
+
+
+def gap_units(table: np.ndarray, page: float, unit_bytes: float) -> int:
+    """The longest gap, in units, that is read through rather than skipped: a page, or the most pages g
+    for which one request over two pages and the gap between them is no slower than two one-page
+    requests, whichever is more; at most MAX_GAP_UNITS."""
+    g = 0
+    while g + 3 < table.shape[0] and table[g + 3] <= 2 * table[1]:
+        g += 1
+    return min(int(max(page, g * page) // unit_bytes), MAX_GAP_UNITS)
+
+
 class Reads:
     """Per-token Flash reads of one (layer, kind): requests (int32[T]), bytes read and seconds
     (float64[T]), filled batch by batch from the kernels' miss bits."""
 
     def __init__(self, spec: ReadSpec, n_units: int, T: int):
         self.spec, self.n = spec, n_units
+        self.piece = spec.unit_bytes / spec.pieces  # bytes of a unit in one matrix's region
+        self.table = cost_table(spec.curve, spec.page)
+        self.gap = gap_units(self.table, spec.page, self.piece)
+        p = np.arange(n_units + 1, dtype=np.float64) * self.piece / spec.page  # unit boundaries, in pages
+        self.first_page = np.floor(p[:-1]).astype(np.int64)  # the page of each position's first byte
+        self.end_page = np.ceil(p[1:]).astype(np.int64)  # one past the page of its last byte
         self.requests = np.zeros(T, np.int32)
         self.bytes_read = np.zeros(T, np.float64)
         self.seconds = np.zeros(T, np.float64)
@@ -87,8 +115,18 @@ class Reads:
         """Turn the miss bits of tokens [t0, t0 + len(bits)) into requests."""
         sl = slice(t0, t0 + bits.shape[0])
         s = self.spec
-        b = s.unit_bytes / s.pieces
-        reads_batch(bits, b, s.page, s.curve, self.requests[sl], self.bytes_read[sl], self.seconds[sl])
+        reads_batch(
+            bits,
+            self.gap,
+            self.first_page,
+            self.end_page,
+            s.page,
+            self.table,
+            s.curve,
+            self.requests[sl],
+            self.bytes_read[sl],
+            self.seconds[sl],
+        )
         if s.pieces > 1:  # the same pattern in each matrix's region
             self.requests[sl] *= s.pieces
             self.bytes_read[sl] *= s.pieces
