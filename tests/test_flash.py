@@ -338,3 +338,31 @@ def test_a_unit_of_two_pieces_reads_its_pattern_in_each_region():
     )
     one.account(bits.copy(), 0)
     assert (one.requests[0], one.bytes_read[0]) == pytest.approx(reads_of([3, 4, 5, 40, 41, 200], 600.0)[:2])
+
+
+def test_gap_closing_equals_filling_each_short_gap():
+    """The word-wise closing fills exactly the gaps of at most g positions between missed units, at the
+    ends of the bitmap and across word boundaries too."""
+    from simcore.engine.kernels.reads import _close_short
+
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        W = int(rng.integers(1, 6))
+        U = int(W * 64 - rng.integers(0, 64))
+        m = rng.random(U) < rng.random() * 0.3
+        if rng.random() < 0.3:
+            m[-int(rng.integers(1, 5)) :] = True
+        if rng.random() < 0.3:
+            m[: int(rng.integers(1, 5))] = True
+        g = int(rng.integers(1, flash.MAX_GAP_UNITS + 1))
+        bits = np.zeros(W, np.uint64)
+        for u in np.nonzero(m)[0]:
+            K.mark_unit(u, np.zeros(0, np.int32), bits)
+        _close_short(bits, g, np.zeros(W + 2, np.uint64), np.zeros(W + 2, np.uint64))
+        want = m.copy()
+        idx = np.nonzero(m)[0]
+        for a, b in zip(idx[:-1], idx[1:]):
+            if b - a - 1 <= g:
+                want[a:b] = True
+        got = np.array([(int(bits[u >> 6]) >> (u & 63)) & 1 for u in range(W * 64)], bool)
+        assert not got[U:].any() and (got[:U] == want).all(), (g, U, idx)
