@@ -103,7 +103,7 @@ class ScoreCache:
             self.state,
             self.pw,
             out_hits,
-            *(() if reads is hooks.NO_READS else reads),  # TODO(flash): until replay_masks_at takes them
+            *reads,
         )
 
 
