@@ -538,6 +538,7 @@ def info(trace, verify):
     click.echo(_json.dumps(data, indent=2, allow_nan=False))
 
 
+from simcore.flash.layout import layout_command  # noqa: E402
 from simcore.flash.probe import probe_flash  # noqa: E402
 from simcore.prune.command import prune_command  # noqa: E402
 from simcore.report.command import report_command  # noqa: E402
@@ -545,6 +546,7 @@ from simcore.report.command import report_command  # noqa: E402
 cli.add_command(report_command)
 cli.add_command(prune_command)
 cli.add_command(probe_flash)
+cli.add_command(layout_command)
 
 
 def _add_optional_commands() -> None:
