@@ -16,6 +16,14 @@ def printable(text: object, one_line: bool = False) -> str:
     return re.sub(r"\s*\n\s*", " ", s).strip() if one_line else s
 
 
+def _binary(n: float) -> str:
+    """A request or page size as people write them: 4 KiB, 512 KiB, 1 MiB (decimal when not whole)."""
+    for unit, size in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{int(n // size)} {unit}"
+    return format_bytes(n)
+
+
 def _pct(x: float | None) -> str:
     return "   n/a" if x is None else f"{100 * x:5.1f}%"
 
@@ -31,8 +39,8 @@ def replay_table(result) -> str:
     if curve:
         pts = dev.get("flash_curve") or []
         flash_desc = (
-            f"Flash curve {format_bytes(pts[0][0])} {pts[0][1]:g} GB/s .. {format_bytes(pts[-1][0])} {pts[-1][1]:g} GB/s, "
-            f"page {format_bytes(dev['flash_page_bytes'])}" + (f", layout {c['layout']}" if c.get("layout") else "")
+            f"Flash curve {_binary(pts[0][0])} {pts[0][1]:g} GB/s .. {_binary(pts[-1][0])} {pts[-1][1]:g} GB/s, "
+            f"page {_binary(dev['flash_page_bytes'])}" + (f", layout {c['layout']}" if c.get("layout") else "")
         )
     else:
         flash_desc = f"Flash {dev['flash_bw_gbps']:g} GB/s"
