@@ -9,7 +9,7 @@ layout orders the units). ``kernels.reads_batch`` turns each token's bits into r
 2. a gap between missed units is read through (its bytes read and thrown away) when it is at most
    ``gap`` units long: a page's worth, or more where the curve makes reading it cheaper than another
    request (:func:`gap_units`: the most pages g for which one request over 2 + g pages is no slower
-   than two one-page requests; at most 64 units);
+   than two one-page requests; at most 31 units);
 3. each resulting run of units is rounded out to whole pages; runs whose pages touch are one request;
 4. a request of ``s`` bytes takes ``s / bw(s)`` seconds, ``bw`` the device's throughput-versus-request-
    size curve at its queue depth, interpolated linearly in log2(size); below the curve's first size a
@@ -77,8 +77,9 @@ def cost_table(curve: Curve, page: float) -> np.ndarray:
     return np.array([0.0] + [request_seconds(k * page, curve) for k in range(1, k_max + 1)])
 
 
-MAX_GAP_UNITS = 64
-"""Gaps are read through up to this many units (the kernels close gaps a word at a time)."""
+MAX_GAP_UNITS = 31
+"""Gaps are read through up to this many units (the kernels look for the run end before a run start a
+word at a time, within 32 positions)."""
 
 
 def gap_units(table: np.ndarray, page: float, unit_bytes: float) -> int:

@@ -1,11 +1,12 @@
 """The Flash read model's kernels (``simcore.engine.flash`` explains the model): mark a token's missed
-units at their Flash positions, close the gaps worth reading through, round the runs out to pages and
-time the requests on the device's throughput-versus-request-size curve.
+units at their Flash positions, read the short gaps through, round the runs out to pages and time the
+requests on the device's throughput-versus-request-size curve.
 
 Speed: a token of a Mistral-7B down kind misses thousands of its 14,336 units, so nothing here works
-per missed unit. Marks are packed 64 units to a word; gaps are closed with word shifts (a window OR by
-doubling); only the runs that remain, few, are visited one by one; a request's time is a table lookup
-by its size in pages.
+per missed unit. Marks are packed 64 units to a word; the run starts and ends come from word shifts,
+and a gap short enough to read through is found by a window OR over them (by doubling, in registers);
+only the runs that remain, few, are visited one by one; a request's time is a table lookup by its size
+in pages.
 """
 
 from __future__ import annotations
@@ -71,64 +72,46 @@ def _after(cur, nxt, k):
 
 
 @njit(**NJIT)
-def _close_short(bits, g, xp, yp):
-    """Fill every gap of at most g (1 <= g <= 64) positions between set bits of ``bits`` (uint64[W], in
-    place): a morphological closing by an interval of g + 1 positions, a dilation (each set bit spreads
-    a = ceil(g / 2) positions up and b = floor(g / 2) down, so a gap of at most a + b = g is covered)
-    then an erosion by the same interval, which takes the ends of every run back where they were.
-    ``xp``, ``yp``: uint64[W + 2] scratch, the bitmap and its dilation with a zero word on either side
-    (the spread never reaches further than 32 positions)."""
-    W = bits.shape[0]
-    zero = np.uint64(0)
-    a, b = (g + 1) // 2, g // 2
-    xp[0] = zero
-    xp[W + 1] = zero
-    xp[1 : W + 1] = bits
-    for w in range(W + 2):  # dilation
-        prev = xp[w - 1] if w > 0 else zero
-        nxt = xp[w + 1] if w + 1 < W + 2 else zero
-        y = xp[w] | _before(prev, xp[w], a)
-        if b > 0:
-            y |= _after(xp[w], nxt, b)
-        yp[w] = y
-    for w in range(1, W + 1):  # erosion: keep a position whose a positions after and b before are all set
-        hole = _after(~yp[w], ~yp[w + 1], a)
-        if b > 0:
-            hole |= _before(~yp[w - 1], ~yp[w], b)
-        bits[w - 1] = yp[w] & ~hole
-
-
-@njit(**NJIT)
 def token_reads(bits, gap, first_page, end_page, page, table, curve, xp, yp, r0, r1):
     """The Flash requests of one token. ``bits`` (uint64[W]): bit p set for each missed unit at Flash
-    position p; it is overwritten. Gaps of at most ``gap`` units between missed units are read through;
+    position p. Gaps of at most ``gap`` (<= 31) units between missed units are read through;
     each run of units p .. q is rounded out to the pages ``first_page[p]`` .. ``end_page[q]`` (int64[U]:
     the page holding a position's first byte, and one past the page holding its last); runs whose
     pages touch are one request; a request of k pages takes ``table[k]`` seconds (beyond the table: the
-    curve's last throughput). Scratch: ``xp``, ``yp`` uint64[W + 2], ``r0``, ``r1`` int64[W * 32 + 1] (at
-    most that many runs). Returns (requests, bytes read, seconds)."""
+    curve's last throughput). Scratch: ``xp``, ``yp`` uint64[W + 2] (the run-start and run-end bits),
+    ``r0``, ``r1`` int64[W * 32 + 1] (at most that many runs). Returns (requests, bytes read, seconds)."""
     W = bits.shape[0]
-    if gap > 0:  # read the gaps of at most `gap` (<= 64) positions through
-        _close_short(bits, gap, xp, yp)
-    # the runs: their first and last positions, from the words' run-start and run-end bits
+    zero = np.uint64(0)
+    # each word's run-start and run-end bits (xp, yp), with a zero word on either side
+    xp[0] = yp[0] = xp[W + 1] = yp[W + 1] = zero
+    prev = zero  # the word before (its last bit precedes this word's first)
+    for w in range(W):
+        word = bits[w]
+        nxt = bits[w + 1] if w + 1 < W else zero
+        xp[w + 1] = word & ~((word << ONE) | (prev >> np.uint64(63)))
+        yp[w + 1] = word & ~((word >> ONE) | (nxt << np.uint64(63)))
+        prev = word
+    # a gap of at most `gap` positions is read through: a run start with a run end at most gap + 1
+    # positions before it, and that run end, are no boundaries (the positions between are all unset)
     n_runs = 0
     n_ends = 0
-    prev = np.uint64(0)  # the word before (its last bit precedes this word's first)
-    word = bits[0]
-    for w in range(W):
-        nxt = bits[w + 1] if w + 1 < W else np.uint64(0)
-        if word != 0:
-            starts = word & ~((word << ONE) | (prev >> np.uint64(63)))
-            ends = word & ~((word >> ONE) | (nxt << np.uint64(63)))
-            while starts != 0:
-                r0[n_runs] = w * 64 + np.int64(trailing_zeros64(starts))
-                starts &= starts - ONE
-                n_runs += 1
-            while ends != 0:
-                r1[n_ends] = w * 64 + np.int64(trailing_zeros64(ends))
-                ends &= ends - ONE
-                n_ends += 1
-        prev, word = word, nxt
+    for w in range(1, W + 1):
+        starts, ends = xp[w], yp[w]
+        if starts == 0 and ends == 0:
+            continue
+        if gap > 0:
+            starts_kept = starts & ~_before(yp[w - 1], ends, gap + 1)
+            ends &= ~_after(starts, xp[w + 1], gap + 1)
+            starts = starts_kept
+        base = (w - 1) * 64
+        while starts != 0:
+            r0[n_runs] = base + np.int64(trailing_zeros64(starts))
+            starts &= starts - ONE
+            n_runs += 1
+        while ends != 0:
+            r1[n_ends] = base + np.int64(trailing_zeros64(ends))
+            ends &= ends - ONE
+            n_ends += 1
     n_req, pages, secs = 0, 0, 0.0
     page_secs = page / curve.bps[curve.bps.shape[0] - 1]  # a page beyond the table
     cs, ce = -1, -1  # the current request's pages [cs, ce)
@@ -153,7 +136,7 @@ def token_reads(bits, gap, first_page, end_page, page, table, curve, xp, yp, r0,
 
 @njit(**NJIT)
 def reads_batch(miss_bits, gap, first_page, end_page, page, table, curve, requests, bytes_read, seconds):
-    """:func:`token_reads` for each row of ``miss_bits`` (uint64[T_b, W], overwritten); outputs (T_b,):
+    """:func:`token_reads` for each row of ``miss_bits`` (uint64[T_b, W]); outputs (T_b,):
     requests int32, bytes read and seconds float64."""
     W = miss_bits.shape[1]
     xp, yp = np.empty(W + 2, np.uint64), np.empty(W + 2, np.uint64)
