@@ -154,12 +154,16 @@ def mark_missed(used, in_cache, pos, row):
     accounts the token. In stored order the bits are packed 64 at a time, without branches."""
     n = used.shape[0]
     if pos.shape[0] == 0:
-        for w in range(row.shape[0]):
-            u0 = w * 64
+        full = n // 64
+        for w in range(full):  # whole words: a fixed trip count the compiler unrolls
+            uu, cc = used[w * 64 : w * 64 + 64], in_cache[w * 64 : w * 64 + 64]
             acc = np.uint64(0)
-            for j in range(min(64, n - u0)):
-                acc |= np.uint64(used[u0 + j] & ~in_cache[u0 + j]) << np.uint64(j)
+            for j in range(64):
+                acc |= np.uint64(uu[j] > cc[j]) << np.uint64(j)  # used and not cached
             row[w] |= acc
+        for u in range(full * 64, n):
+            if used[u] and not in_cache[u]:
+                row[u >> 6] |= ONE << np.uint64(u & 63)
         return
     for u in range(n):
         if used[u] and not in_cache[u]:
