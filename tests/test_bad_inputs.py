@@ -181,7 +181,7 @@ CASES: list[tuple[str, str]] = [
     (f"replay {T} --batch-tokens 0", "--batch-tokens: Input should be greater than 0"),
     (f"replay {T} --cats-calib-tokens 0", "--cats-calib-tokens applies only to method cats"),
     (f"replay {T} --method cats --cats-calib-tokens 0", "--cats-calib-tokens: Input should be greater than 0"),
-    (f"replay {T} --approx-m 2 --fixed-top-n 4", "--approx-m does not combine with --fixed-top-n"),
+    (f"replay {T} --approx-m 2 --gamma-schedule authors", "--approx-m"),
     (f"replay {T} --approx-m 2 --gamma 0.5", "--gamma would be ignored"),
     (f"replay {T} --method ./no_such_method.py", "no such file"),
     (f"replay {T} --policy ./no_such_policy.py", "no such file"),

@@ -56,7 +56,7 @@ def test_dip_ca_is_dip_with_cache_aware_kinds_and_gamma_one_is_cache_independent
         ({"gamma": 0}, "--gamma must be in (0, 1]"),
         ({"gamma": 1.5}, "--gamma must be in (0, 1]"),
         ({"approx_m": 0.5}, "--approx-m must be 0 (off) or above 1"),
-        ({"approx_m": 2, "fixed_top_n": 3}, "--approx-m does not combine with --fixed-top-n"),
+        ({"approx_gamma": 0.5}, "--approx-gamma"),
         ({"approx_m": 2, "gamma": 0.5}, "--gamma would be ignored"),
         ({"rho_in": 1.2}, "--rho-in: Input should be less than or equal to 1"),
         ({"nonsense": 1}, "unknown setting --nonsense"),

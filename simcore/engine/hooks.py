@@ -217,8 +217,11 @@ class MaskSpec(NamedTuple):
     aware: bool
     gamma: float
     gamma_warmup: int
+    gamma_schedule: int  # kernels.select.GAMMA_SCHEDULES index; see kernels.select.gamma_at
+    seq_len: int  # tokens per sequence, for the authors' warm-up (0: one sequence)
     fixed_n: int
     approx_m: int
+    approx_gamma: float  # weight of the use counts in approximate selection (score family only)
 
 
 class Outputs(NamedTuple):
@@ -249,9 +252,7 @@ def replay_batch(scores, hmag, spec, t0, cap, cache, sel_state, st, h, out, pos,
     pthr = K.f16_pattern_at_most(spec.thr)
     for i in range(T):
         t = t0 + i
-        g = spec.gamma
-        if spec.gamma_warmup > 0 and t < spec.gamma_warmup:
-            g = 1.0 - (1.0 - spec.gamma) * (t / spec.gamma_warmup)
+        g = K.select.gamma_at(spec.gamma, spec.gamma_schedule, spec.gamma_warmup, spec.seq_len, t)
         row = scores[i] if spec.mode != K.MODE_ALL else dummy
         m = K.select_units(
             row,

@@ -286,6 +286,7 @@ def _layer_sims(
             caps=c,
             collect=collect,
             reads=None if reads is None else reads(layer, ki),
+            seq_len=reader.meta.seq_len,
         )
         for ki, (kind, kp, frac, c) in enumerate(zip(kinds, mem.kinds, selection.fractions, caps))
     ]

@@ -62,8 +62,11 @@ class ScoreCache:
             spec.aware,
             spec.gamma,
             spec.gamma_warmup,
+            spec.gamma_schedule,
+            spec.seq_len,
             spec.fixed_n,
             spec.approx_m,
+            spec.approx_gamma,
             self.cap,
             t0,
             self.in_cache,
@@ -221,7 +224,15 @@ class KindSim:
         mask_chunk: int = CHUNK_TOKENS,
         spill_bytes: int = SPILL_BYTES,
         reads: flash.ReadSpec | None = None,
+        gamma_schedule: str = "linear",
+        seq_len: int = 0,
+        approx_gamma: float = 0.0,
     ):
+        """Re-weighting (``aware``, see ``kernels.select_units``): ``gamma`` warms up per
+        ``gamma_schedule`` (``kernels.select.gamma_at``): "linear" over the first ``gamma_warmup``
+        tokens, or "authors" over each sequence of ``seq_len`` tokens (0: the run is one sequence);
+        ``approx_gamma`` > 0 blends the use counts into approximate selection (``approx_m`` > 0;
+        policies of the score family, which keep the counts)."""
         pol = policies.load(policy) if isinstance(policy, str) else policy
         cap = 0 if getattr(pol, "NO_CACHE", False) else min(cap, n_units)
         self.n, self.T, self.mode, self.k, self.thr, self.cap, self.mass = n_units, T, mode, k, thr, cap, mass
@@ -229,6 +240,22 @@ class KindSim:
         cache_dependent = aware and (gamma < 1 or approx_m > k)
         if self.future and cache_dependent:
             raise ConfigError("belady needs masks that do not depend on the cache; use gamma 1 or another policy")
+        if gamma_schedule not in K.select.GAMMA_SCHEDULES:
+            raise ConfigError(f"gamma schedule {gamma_schedule!r}: choose one of {', '.join(K.select.GAMMA_SCHEDULES)}")
+        if gamma_schedule == "authors" and gamma_warmup > 0:
+            raise ConfigError("the authors' gamma warm-up has no length: give gamma_warmup 0 with it")
+        if seq_len < 0:
+            raise ConfigError(f"seq_len must be >= 0 (0: one sequence), got {seq_len}")
+        if not 0.0 <= approx_gamma <= 1.0:
+            raise ConfigError(f"approx_gamma must be in [0, 1], got {approx_gamma}")
+        if approx_gamma > 0 and approx_m <= 0:
+            raise ConfigError("approx_gamma weights cache statistics in approximate selection: it needs approx_m")
+        if approx_gamma > 0 and aware and policies.family(pol) == "hooks":
+            name = getattr(pol, "__name__", "?").rsplit(".", 1)[-1]
+            raise ConfigError(
+                f"--approx-gamma blends each unit's use count into the scores, which only score-family policies "
+                f"(lru, lfu, none) keep; policy {name} does not: use one of them or drop --approx-gamma"
+            )
         self.aware = aware and not self.future
         self.spec = hooks.MaskSpec(
             mass,
@@ -238,8 +265,11 @@ class KindSim:
             self.aware,
             gamma,
             gamma_warmup if self.aware else 0,
+            K.select.GAMMA_SCHEDULES.index(gamma_schedule) if self.aware else 0,
+            seq_len,
             fixed_top_n if self.aware else 0,
             approx_m if self.aware else 0,
+            approx_gamma if self.aware else 0.0,
         )
         self.used, self.hits = np.zeros(T, np.int32), np.zeros(T, np.int32)
         self.kept, self.tot = np.zeros(T), np.zeros(T)
@@ -291,14 +321,23 @@ class KindSim:
         caps=None,
         collect: bool = False,
         reads: flash.ReadSpec | None = None,
+        seq_len: int | None = None,
     ) -> KindSim:
         """The KindSim of one unit kind (a ``methods.KindSpec``, its re-weighting included) selecting
         ``fraction`` of its units: the one place replay and eval turn a resolved method into a simulation.
-        ``reads``: model this kind's Flash requests (``simcore.engine.flash``)."""
+        ``reads``: model this kind's Flash requests (``simcore.engine.flash``). ``seq_len``: tokens per
+        sequence of the run (a trace's or an eval's windows, from token 0), which the authors' gamma
+        warm-up restarts with; it must be given when the kind uses that warm-up."""
         k = int(round(fraction * kind.n_units))
         rw = kind.reweight
         aware = rw is not None
         approx = min(int(round(rw.approx_m * k)), kind.n_units) if aware and rw.approx_m > 1 else 0
+        schedule = rw.gamma_schedule if aware else "linear"
+        if schedule == "authors" and not seq_len:
+            raise ConfigError(
+                "--gamma-schedule authors restarts gamma's warm-up with every sequence, but this run gave no "
+                "sequence length; use --gamma-warmup (linear) instead"
+            )
         return cls(
             kind.n_units,
             T,
@@ -316,6 +355,9 @@ class KindSim:
             caps=caps,
             collect=collect,
             reads=reads,
+            gamma_schedule=schedule,
+            seq_len=seq_len or 0,
+            approx_gamma=rw.approx_gamma if aware and approx else 0.0,
         )
 
     def feed(self, scores: np.ndarray, hmag: np.ndarray | None, t0: int, masks: np.ndarray | None = None) -> None:

@@ -296,7 +296,16 @@ def evaluate(
     reads = flash_read_specs(setting, shape, cfg.flash_bundle) if cfg.flash_model == "curve" else None
     for li, layer in enumerate(layers):
         row = [
-            KindSim.for_kind(kind, kp.capacity, frac, T, setting.policy, thresholds[li], reads=reads and reads(li, ki))
+            KindSim.for_kind(
+                kind,
+                kp.capacity,
+                frac,
+                T,
+                setting.policy,
+                thresholds[li],
+                reads=reads and reads(li, ki),
+                seq_len=seq_len,
+            )
             for ki, (kind, kp, frac) in enumerate(zip(selection.kinds, mem.kinds, selection.fractions))
         ]
         sims.append(row)

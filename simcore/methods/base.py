@@ -53,14 +53,18 @@ class Display:
 @dataclass(frozen=True)
 class Reweight:
     """Cache-aware re-weighting of a kind's scores before its top-k (dip-ca): units not in the cache
-    count ``gamma`` times their score (rising from 1 over the first ``gamma_warmup`` tokens); the
-    ``fixed_top_n`` largest are exempt; ``approx_m`` > 0 instead selects among the ``approx_m * k``
-    largest, cached units first."""
+    count ``gamma`` times their score, gamma warming up per ``gamma_schedule``: "linear" (from 1 over
+    the run's first ``gamma_warmup`` tokens) or "authors" (1 - (1 - gamma)(1 - gamma^(t/4)), t the
+    token's index in its sequence); the ``fixed_top_n`` largest are exempt; ``approx_m`` > 1 instead
+    selects approximately from the ``approx_m * k`` largest (the fixed top n, then cached units first),
+    ranking scores blended with the units' normalised use counts, weight ``approx_gamma``, when > 0."""
 
     gamma: float = 1.0
     gamma_warmup: int = 0
     fixed_top_n: int = 0
     approx_m: float = 0.0
+    gamma_schedule: str = "linear"
+    approx_gamma: float = 0.0
 
     @property
     def cache_dependent(self) -> bool:

@@ -12,7 +12,7 @@ from simcore.engine.kernels.f16 import f16_pattern_at_most, trailing_zeros64
 from simcore.engine.kernels.radix import _equal_in
 from simcore.engine.kernels.reads import mark_missed
 from simcore.engine.kernels.score import cache_step
-from simcore.engine.kernels.select import MODE_ALL, _mass, _selection_scratch, select_units
+from simcore.engine.kernels.select import MODE_ALL, _mass, _selection_scratch, gamma_at, select_units
 
 
 @njit(**NJIT)
@@ -26,8 +26,11 @@ def replay_batch(
     aware,
     gamma,
     gamma_warmup,
+    gamma_schedule,
+    seq_len,
     fixed_n,
     approx_m,
+    approx_gamma,
     cap,
     t0,
     in_cache,
@@ -52,8 +55,10 @@ def replay_batch(
             (T_b, *) for MODE_ALL).
         hmag: uint16[T_b, U] |h| bit patterns for the kept-mass proxy when ``has_mass``.
         mode, k, thr: the mask (MODE_THRESHOLD keeps the values > thr).
-        gamma, gamma_warmup: re-weighting factor and the number of tokens over which it falls
-            linearly from 1 to gamma (0 = no warm-up); t0: global index of the batch's first token.
+        gamma, gamma_warmup, gamma_schedule, seq_len: the re-weighting factor and its warm-up
+            (``select.gamma_at``); t0: global index of the batch's first token.
+        fixed_n, approx_m, approx_gamma: see ``select_units`` (approx_gamma: its ``stats_w``, the
+            statistics being the use counts ``count``).
         out_used, out_hits: int32[T_b] selection size and hits per token; out_kept, out_tot: float64[T_b].
         out_mask: bool[T_b, U] receives the selections (the masks ``simcore eval`` applies), or a (0, 0)
             array when they are not wanted.
@@ -70,12 +75,27 @@ def replay_batch(
     pthr = f16_pattern_at_most(thr)
     for i in range(T):
         t = t0 + i
-        g = gamma
-        if gamma_warmup > 0 and t < gamma_warmup:
-            g = 1.0 - (1.0 - gamma) * (t / gamma_warmup)
+        g = gamma_at(gamma, gamma_schedule, gamma_warmup, seq_len, t)
         row = scores[i] if mode != MODE_ALL else dummy
         m = select_units(
-            row, mode, k, pthr, aware, g, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, qbuf, state
+            row,
+            mode,
+            k,
+            pthr,
+            aware,
+            g,
+            fixed_n,
+            approx_m,
+            in_cache,
+            used,
+            keys,
+            cand,
+            hist,
+            wbuf,
+            qbuf,
+            state,
+            count,
+            approx_gamma,
         )
         out_used[i] = m
         if miss_bits.shape[0] > 0:

@@ -1,6 +1,12 @@
 """One token's unit selection for one kind (``select_units``): every unit, a threshold, a top-k, or a
 cache-aware top-k (scores re-weighted by gamma for units not in the cache, a fixed top-n exempt, or an
-approximate selection); the kept |h| mass of a selection (``_mass``)."""
+approximate selection); gamma's warm-up over a token's position (``gamma_at``); the kept |h| mass of a
+selection (``_mass``).
+
+The cache-aware variants follow Federici et al.'s published functions (arXiv 2412.01380):
+``cache_aware_reweighting_current_cache`` (gamma re-weighting, a fixed top-n, the warm-up
+gamma_t = 1 - (1 - gamma)(1 - gamma^(t/4))) and ``cache_aware_reweighting_approximate`` (see
+``_select_approximate``)."""
 
 from __future__ import annotations
 
@@ -18,9 +24,15 @@ from simcore.engine.kernels.f16 import (
     float_bits,
     half_to_float,
 )
-from simcore.engine.kernels.radix import HIST_SIZE, _positions, bit_length, mark_smallest
+from simcore.engine.kernels.radix import HIST_SIZE, _nth_equal, _positions, bit_length, kth_key, mark_smallest
 
 MODE_ALL, MODE_TOPK, MODE_THRESHOLD = 0, 1, 2
+
+GAMMA_SCHEDULES = ("linear", "authors")
+"""How gamma warms up (``gamma_at``), by code: 0 linear over the first tokens of the run, 1 the authors'."""
+SCHEDULE_LINEAR, SCHEDULE_AUTHORS = 0, 1
+
+APPROX_TOP = np.uint32(0x7F800000)  # the bit pattern of float32 +inf: above every finite score's
 
 
 STATE_SIZE = 3  # a kind's scalars: occupancy, the last token's use-count threshold and score pattern threshold
@@ -193,8 +205,125 @@ def _select_weighted(row, k, g, in_cache, used, keys, cand, hist, wbuf, qbuf, st
 
 
 @njit(**NJIT)
+def gamma_at(gamma, schedule, warmup, seq_len, t):
+    """The re-weighting factor of token ``t`` (its index in the run, from 0).
+
+    SCHEDULE_LINEAR: from 1 down to ``gamma`` linearly over the run's first ``warmup`` tokens
+    (0: ``gamma`` from the start). SCHEDULE_AUTHORS (Federici et al.'s ``warm_up``):
+    gamma_t = 1 - (1 - gamma)(1 - gamma^(p/4)), p = t mod ``seq_len``, the token's index in its
+    sequence (windows of ``seq_len`` tokens from the run's start; ``seq_len`` 0: one sequence), so
+    the warm-up restarts with every sequence (gamma_0 = 1). Float64, as their Python does."""
+    if schedule == SCHEDULE_AUTHORS:
+        p = t % seq_len if seq_len > 0 else t
+        return 1.0 - (1.0 - gamma) * (1.0 - gamma ** (p / 4.0))
+    if warmup > 0 and t < warmup:
+        return 1.0 - (1.0 - gamma) * (t / warmup)
+    return gamma
+
+
+@njit(**NJIT)
+def _cut(keys, n, r, nbits, cand, hist):
+    """The ``r`` smallest of ``keys[:n]`` (ties: lower position first; 0 < r < n) as a cut (v, last):
+    position u is among them exactly when ``keys[u] < v`` or (``keys[u] == v`` and u <= last)."""
+    v, take = kth_key(keys, n, r - 1, nbits, cand, hist)
+    return v, _nth_equal(keys[:n], v, take)
+
+
+@njit(**NJIT)
+def _blended_bits(row, w, stats, out):
+    """``out`` (uint32[U]) = the float32 bit patterns of w * stats / (max(stats) + 1e-7) +
+    (1 - w) * value / max(value), every operation rounded to float32 (no fused multiply-add),
+    clamped to APPROX_TOP (a NaN would otherwise order above every score). A token whose
+    values are all 0 scores value / max(value) = 0."""
+    n = row.shape[0]
+    f = out.view(np.float32)
+    smax = stats[0]
+    vmax = np.float32(0.0)
+    for u in range(n):
+        smax = max(smax, stats[u])
+        vmax = max(vmax, LUT[row[u]])
+    denom = np.float32(np.float32(smax) + np.float32(1e-7))
+    w32 = np.float32(w)
+    w1 = np.float32(1.0 - w)
+    zero = np.float32(0.0)
+    for u in range(n):
+        a = np.float32(stats[u]) / denom
+        v = LUT[row[u]] / vmax if vmax > zero else zero
+        f[u] = np.float32(w32 * a) + np.float32(w1 * v)
+    for u in range(n):
+        out[u] = min(out[u], APPROX_TOP)
+
+
+@njit(**NJIT)
+def _select_approximate(row, k, fixed_n, m, w, stats, in_cache, used, keys, cand, hist, wbuf):
+    """Approximate cache-aware selection of ``k`` units (0 < k < U) from the top ``m`` > k, as
+    Federici et al.'s ``cache_aware_reweighting_approximate``: units are taken, until there are k,
+    group by group: (1) the ``fixed_n`` largest raw values; (2) the top-k units in the cache, then
+    the other top-m ones in the cache; (3) the top-k units not in the cache; by score inside a group
+    (larger first, ties to the lower index). Top-k, top-m and the order inside a group rank the
+    scores b: the raw values when ``w`` = 0; otherwise w * stats / (max(stats) + 1e-7) +
+    (1 - w) * value / max(value) in float32 (``_blended_bits``; ``stats``: a per-unit statistic
+    of the cache, the use counts), while group (1) always ranks the raw values. Groups (2) are one
+    run in b order (every top-k unit precedes the other top-m ones), and (1)-(3) always hold k
+    units. fixed_n >= k: the plain top-k. ``wbuf`` (uint32[U]) is scratch."""
+    n = used.shape[0]
+    for u in range(n):  # raw values, largest -> key 0
+        keys[u] = np.uint32(65535) - np.uint32(row[u])
+    if fixed_n >= k:
+        mark_smallest(keys, n, k, 16, used, cand, hist)
+        return k
+    mark_smallest(keys, n, fixed_n, 16, used, cand, hist)  # group (1), exempt (none if fixed_n <= 0)
+    top = np.uint32(65535)
+    nbits = 16
+    if w > 0:  # rank the blended scores instead: key = APPROX_TOP - pattern, largest -> smallest
+        _blended_bits(row, w, stats, wbuf)
+        top = APPROX_TOP
+        nbits = 31
+        for u in range(n):
+            keys[u] = top - wbuf[u]
+    vk, lk = _cut(keys, n, k, nbits, cand, hist)
+    vm, lm = np.uint32(top + np.uint32(1)), -1  # m >= U: every unit is in the top m
+    if m < n:
+        vm, lm = _cut(keys, n, m, nbits, cand, hist)
+    g2 = np.uint32(top + np.uint32(2))  # group (3) keys start above every group (2) key
+    out = np.uint32(0xFFFFFFFF)  # in no group
+    for u in range(n):
+        q = keys[u]
+        in_k = q < vk or (q == vk and u <= lk)
+        in_m = q < vm or (q == vm and u <= lm)
+        c = in_cache[u]
+        if used[u]:
+            keys[u] = np.uint32(0)
+        elif in_m and c:
+            keys[u] = np.uint32(q + np.uint32(1))
+        elif in_k and not c:
+            keys[u] = np.uint32(g2 + q)
+        else:
+            keys[u] = out
+    mark_smallest(keys, n, k, 32, used, cand, hist)
+    return k
+
+
+@njit(**NJIT)
 def select_units(
-    row, mode, k, pthr, aware, gamma_t, fixed_n, approx_m, in_cache, used, keys, cand, hist, wbuf, qbuf, state
+    row,
+    mode,
+    k,
+    pthr,
+    aware,
+    gamma_t,
+    fixed_n,
+    approx_m,
+    in_cache,
+    used,
+    keys,
+    cand,
+    hist,
+    wbuf,
+    qbuf,
+    state,
+    stats=None,
+    stats_w=0.0,
 ):
     """Compute one token's selection for one kind into ``used`` (bool[U], overwritten).
 
@@ -205,9 +334,13 @@ def select_units(
         k: units to select (MODE_TOPK). pthr: MODE_THRESHOLD selects the patterns > pthr (see
             ``f16_pattern_at_most``).
         aware: cache-aware re-weighting (dip-ca): value * (1 if in_cache else gamma_t), in float32.
-        fixed_n: the fixed_n largest raw values are exempt from re-weighting.
-        approx_m: if > k, approximate selection: among the approx_m largest raw values take the cached
-            units first (by value), then the uncached ones (by value).
+        fixed_n: the fixed_n largest raw values are exempt from re-weighting (and come first in an
+            approximate selection).
+        approx_m: if > k, approximate selection (``_select_approximate``): after the fixed ones, the
+            cached units among the approx_m best first, then the uncached ones among the k best.
+        stats, stats_w: approximate selection ranks w * stats / max(stats) + (1 - w) * value /
+            max(value) (``stats``: int32[U] per-unit use counts; w = ``stats_w`` in [0, 1]) instead of
+            the values when ``stats`` is given and w > 0.
         keys: uint32[U], cand: int32[U], hist (see kth_key), wbuf: uint32[U], qbuf: int16[U] scratch.
         state: the kind's int64[STATE_SIZE]; ``state[2]`` carries the score threshold from token to
             token (a search hint: the selection does not depend on it).
@@ -230,7 +363,11 @@ def select_units(
         return n if k > 0 else 0
     if fixed_n <= 0 and (not aware or approx_m <= k):
         return _select_weighted(row, k, gamma_t if aware else 1.0, in_cache, used, keys, cand, hist, wbuf, qbuf, state)
-    if aware and approx_m <= k:
+    if aware and approx_m > k:
+        if stats is None:  # no statistics: rank the values (``keys`` stands in, never read)
+            return _select_approximate(row, k, fixed_n, approx_m, 0.0, keys, in_cache, used, keys, cand, hist, wbuf)
+        return _select_approximate(row, k, fixed_n, approx_m, stats_w, stats, in_cache, used, keys, cand, hist, wbuf)
+    if aware:
         # score = value * (1 if cached or exempt else gamma) in float32; its bit pattern orders like it
         if fixed_n > 0:
             for u in range(n):
@@ -245,19 +382,10 @@ def select_units(
         s1, sg = F16_SCALE, F16_SCALE * np.float32(gamma_t)
         for u in range(n):
             f[u] = f[u] * (s1 if in_cache[u] | used[u] else sg)
-        bits = wbuf
-    else:
+    else:  # a fixed top-n without re-weighting: the plain top-k
         for u in range(n):
             wbuf[u] = np.uint32(row[u])
-        bits = wbuf
-        if aware:  # approximate: the top approx_m by value, cached ones first, then uncached ones
-            for u in range(n):
-                keys[u] = np.uint32(65535) - np.uint32(row[u])
-            mark_smallest(keys, n, approx_m, 16, used, cand, hist)  # the top-m candidates
-            for u in range(n):
-                wbuf[u] = (
-                    (wbuf[u] + np.uint32(1) + (np.uint32(in_cache[u]) << np.uint32(16))) if used[u] else np.uint32(0)
-                )
+    bits = wbuf
     lo = bits[0]
     hi = bits[0]
     for u in range(n):
