@@ -540,6 +540,7 @@ def info(trace, verify):
 
 from simcore.flash.layout import layout_command  # noqa: E402
 from simcore.flash.probe import probe_flash  # noqa: E402
+from simcore.frontier.command import frontier_command  # noqa: E402
 from simcore.prune.command import prune_command  # noqa: E402
 from simcore.report.command import report_command  # noqa: E402
 
@@ -547,6 +548,7 @@ cli.add_command(report_command)
 cli.add_command(prune_command)
 cli.add_command(probe_flash)
 cli.add_command(layout_command)
+cli.add_command(frontier_command)
 
 
 def _add_optional_commands() -> None:
