@@ -18,9 +18,10 @@ NJIT_HOOKED = dict(NJIT, cache=False)
 names a dispatcher argument's type by its address, so such a compilation can never be found again on disk;
 caching it would only add an entry to the cache index at every run. It compiles once per process."""
 
-NJIT_HOOK = dict(NJIT, _nrt=False, forceinline=True)
+NJIT_HOOK = dict(NJIT, _nrt=False, forceinline=True, cache=False)
 """For a policy's hooks and the helpers they call (``simcore.engine.lists``): no reference counting, and
 always inlined. Hooks run once per unit access and allocate nothing; with reference counting, each call
 passing a state tuple of k arrays costs 2k atomic updates, and a call that is not inlined copies the
 whole state (about 80 words for arc) onto the stack: several times the rest of a FIFO's or an ARC's work
-(benchmarks/policies.py)."""
+(benchmarks/policies.py). Not cached on disk: they are always inlined into a loop compiled per process,
+and a cached hook would keep the code of a helper from another file (``lists``) as it was when cached."""

@@ -21,6 +21,7 @@ from simcore.engine.lists import Queues, oldest_unpinned, push_head, queues, to_
 
 NEEDS_FUTURE = False
 T1, T2, B1, B2, NOWHERE = 0, 1, 2, 3, -1
+GHOST = B1 - T1  # the ghost list of list q is q + GHOST (B2 - T2 too)
 
 
 class State(NamedTuple):
@@ -55,14 +56,11 @@ def hit(s, u, t):
 def miss(s, u, t):
     w = s.where[u]
     s.ghost[0] = NOWHERE
-    if w == B1:
-        delta = max(s.q.size[B2] / s.q.size[B1], 1.0)
-        s.p[0] = min(s.p[0] + delta, float(s.cap[0]))
-    elif w == B2:
-        delta = max(s.q.size[B1] / s.q.size[B2], 1.0)
-        s.p[0] = max(s.p[0] - delta, 0.0)
-    else:
+    if w < B1:  # not a ghost (a missed unit is in neither T1 nor T2)
         return
+    # found in B1: p += max(|B2| / |B1|, 1), at most C; in B2: p -= max(|B1| / |B2|, 1), at least 0
+    delta = max(s.q.size[B1 + B2 - w] / s.q.size[w], 1.0)
+    s.p[0] = min(max(s.p[0] + (delta if w == B1 else -delta), 0.0), float(s.cap[0]))
     unlink(s.q, w, u)
     s.where[u] = NOWHERE
     s.ghost[0] = w
@@ -84,21 +82,22 @@ def _demote(s, q, ghost, t, pinned):
     unlink(s.q, q, v)
     if ghost >= 0:
         push_head(s.q, ghost, v)
-        s.where[v] = ghost
-    else:
-        s.where[v] = NOWHERE
+    s.where[v] = ghost
     return v
 
 
 @njit(**NJIT_HOOK)
 def _replace(s, t, pinned):
+    """ARC's REPLACE: from T1 if |T1| > p (or = p after a hit in B2), else from T2; each list's victim
+    goes to its ghost list (T1 -> B1, T2 -> B2)."""
     t1, t2 = s.q.size[T1], s.q.size[T2]
     p = s.p[0]
-    if (t1 > 0 and (t1 > p or (t1 == p and s.ghost[0] == B2))) or t2 == 0:
-        v = _demote(s, T1, B1, t, pinned)
-        return v if v >= 0 else _demote(s, T2, B2, t, pinned)
-    v = _demote(s, T2, B2, t, pinned)
-    return v if v >= 0 else _demote(s, T1, B1, t, pinned)
+    q = T1 if (t1 > 0 and (t1 > p or (t1 == p and s.ghost[0] == B2))) or t2 == 0 else T2
+    v = _demote(s, q, q + GHOST, t, pinned)
+    if v < 0:  # every unit of the list is in use: the other one
+        q = T1 + T2 - q
+        v = _demote(s, q, q + GHOST, t, pinned)
+    return v
 
 
 @njit(**NJIT_HOOK)

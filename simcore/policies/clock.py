@@ -14,40 +14,31 @@ import numpy as np
 from numba import njit
 
 from simcore.config import NJIT_HOOK
-from simcore.engine.lists import Queues, oldest_unpinned, push_head, queues, to_head, unlink
+from simcore.engine.lists import Ring, ring, ring_pop_clock, ring_push
 
 NEEDS_FUTURE = False
-Q = 0
-MAX_FREQ = 1  # a 1-bit counter
 
 
 class State(NamedTuple):
-    q: Queues
-    freq: np.ndarray  # int8[U]: the reference bit
+    q: Ring  # the cached units, oldest first
+    ref: np.ndarray  # int8[U]: the reference bit (0 or 1)
 
 
 def init(n_units: int, capacity: int) -> State:
-    return State(queues(n_units, 1), np.zeros(n_units, np.int8))
+    return State(ring(capacity), np.zeros(n_units, np.int8))
 
 
 @njit(**NJIT_HOOK)
 def hit(s, u, t):
-    if s.freq[u] < MAX_FREQ:
-        s.freq[u] += 1
+    s.ref[u] = 1
 
 
 @njit(**NJIT_HOOK)
 def evict(s, t, pinned):
-    while True:
-        v = oldest_unpinned(s.q, Q, pinned, t)
-        if s.freq[v] == 0:
-            unlink(s.q, Q, v)
-            return v
-        s.freq[v] -= 1
-        to_head(s.q, Q, v)
+    return ring_pop_clock(s.q, pinned, t, s.ref)  # a unit whose bit is set: cleared, sent back to the head
 
 
 @njit(**NJIT_HOOK)
 def insert(s, u, t, pinned):
-    push_head(s.q, Q, u)
-    s.freq[u] = 0
+    ring_push(s.q, u)
+    s.ref[u] = 0

@@ -15,20 +15,18 @@ import numpy as np
 from numba import njit
 
 from simcore.config import NJIT_HOOK
-from simcore.engine.lists import Queues, push_head, queues, unlink
+from simcore.engine.lists import Ring, ring, ring_hand_pop, ring_push
 
 NEEDS_FUTURE = False
-Q = 0  # the one queue (index into Queues.head, .tail, ...)
 
 
 class State(NamedTuple):
-    q: Queues  # head = newest, tail = oldest
+    q: Ring  # the cached units, oldest first, and the hand (past the newest it goes back to the oldest)
     visited: np.ndarray  # bool[U]: used since it entered or since the hand last passed it
-    hand: np.ndarray  # int32[1]: the next unit the hand looks at (-1: start again from the tail)
 
 
 def init(n_units: int, capacity: int) -> State:
-    return State(queues(n_units, 1), np.zeros(n_units, np.bool_), np.full(1, -1, np.int32))
+    return State(ring(capacity), np.zeros(n_units, np.bool_))
 
 
 @njit(**NJIT_HOOK)
@@ -38,17 +36,10 @@ def hit(s, u, t):
 
 @njit(**NJIT_HOOK)
 def evict(s, t, pinned):
-    v = s.hand[0] if s.hand[0] >= 0 else s.q.tail[Q]
-    while pinned[v] or s.visited[v]:
-        if not pinned[v]:
-            s.visited[v] = False
-        v = s.q.newer[v] if s.q.newer[v] >= 0 else s.q.tail[Q]  # past the newest: back to the oldest
-    s.hand[0] = s.q.newer[v]
-    unlink(s.q, Q, v)
-    return v
+    return ring_hand_pop(s.q, pinned, s.visited)
 
 
 @njit(**NJIT_HOOK)
 def insert(s, u, t, pinned):
-    push_head(s.q, Q, u)
+    ring_push(s.q, u)
     s.visited[u] = False
