@@ -18,7 +18,6 @@ from simcore.config import NJIT
 from simcore.engine.kernels.f16 import trailing_zeros64
 
 ONE = np.uint64(1)
-ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 @njit(**NJIT)
