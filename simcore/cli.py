@@ -420,15 +420,22 @@ def eval_(
 )
 @click.option("--candidates", type=int, default=9, show_default=True, help="splits tried per density")
 @click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="write the calibration here (default: the calibration of this model and text in the calibration "
+    "directory, where replay and eval find it: $SIMCORE_CALIBRATION, else ~/.local/share/simcore/calibration)",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="model loading bars on stderr (default: when stderr is a terminal); --no-progress also hides the "
     "line per split tried",
 )
-def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, candidates, progress):
+def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, candidates, out, progress):
     """Find, per target density, DIP's split between input and down density (rho_in, rho_d) that
-    minimises perplexity on calibration text, and save it to calibration/<model>.json; replay and eval
-    then use it by default for that model."""
+    minimises perplexity on calibration text, and save it with the model, the text's sha256 and the
+    token range. Saved in the calibration directory, replay and eval of this model on this text use it by
+    default (never on the tokens it was calibrated on); elsewhere, pass it with --calibration FILE."""
     from simcore.eval.calibrate import calibrate as run
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -447,6 +454,7 @@ def calibrate(model_name, model_path, densities, text, dataset, tokens, offset, 
         model_path=model_path,
         log=None if progress is False else (lambda m: click.echo(m, err=True)),
         progress=show,
+        out=out,
     )
     for e in r["splits"]:
         click.echo(

@@ -289,7 +289,7 @@ CASES: list[tuple[str, str]] = [
     ("eval --tokens 64 --seq-len 0", "--seq-len 0 is too short"),
     (f"eval {E} --offset -1", "--offset must not be negative"),
     (f"eval {E} --calib-tokens -1", "--calib-tokens must not be negative"),
-    (f"eval {E} --offset 8190", "overlap calibration tokens"),
+    (f"eval {E} --offset 8190 --method cats --density 0.8", "overlap calibration tokens"),
     (f"eval {E} --out {{w}}/afile/x.json", "{w}/afile is a file, not a directory"),
     (f"eval {E} --out {{w}}/emptydir", "is a directory"),
     (f"eval {E} --fidelity={{w}}/nosuch", "no trace at {w}/nosuch"),

@@ -165,11 +165,13 @@ def test_calibrate_keeps_the_split_of_lowest_perplexity_and_replay_uses_it(llama
         policy="none",
     )
     assert again.perplexity == pytest.approx(entry["perplexity"], rel=1e-9)
-    assert calibration_file("smollm2-135m").is_file()
+    assert r["path"] == str(calibration_file("smollm2-135m", r["text"]["sha256"]))
     trace = synth_trace("smollm2-135m", 8, tmp_path / "t")
-    rep = replay(trace=str(trace), method="dip", density=0.5, dram="80MB")
+    rep = replay(trace=str(trace), method="dip", density=0.5, dram="80MB", calibration=r["path"])
     assert rep.config["selection"]["rho_d"] == pytest.approx(entry["rho_d"])
-    assert rep.config["selection"]["split"].startswith("calibrated")
-    assert (
-        replay(trace=str(trace), method="dip", density=0.4, dram="80MB").config["selection"]["split"] == "default rule"
-    )
+    assert rep.config["selection"]["split"] == f"calibrated ({r['path']})"
+    with pytest.raises(ConfigError, match="has splits for densities 0.5, not 0.4"):
+        replay(trace=str(trace), method="dip", density=0.4, dram="80MB", calibration=r["path"])
+    # a synthetic trace records no text: nothing is looked up for it
+    split = replay(trace=str(trace), method="dip", density=0.5, dram="80MB").config["selection"]["split"]
+    assert split.startswith("default rule; no calibration looked up")

@@ -119,9 +119,9 @@ def test_layout_of_a_trace_is_a_file_replay_accepts(tmp_path):
             assert sorted(loaded.positions(layer, kind, n)) == list(range(n))
     assert loaded.meta["held_out"]["tokens"] == [0, 2]
     layout_file.check_fits(loaded, shape.name, shape.n_layers)
-    layout_file.check_disjoint(loaded, reader.meta.source, 0, 2)  # replaying the tokens before is allowed
+    layout_file.check_disjoint(loaded, reader.text_use(0, 2))  # replaying the tokens before is allowed
     with pytest.raises(ConfigError):
-        layout_file.check_disjoint(loaded, reader.meta.source, 0, 3)
+        layout_file.check_disjoint(loaded, reader.text_use(0, 3))
 
 
 def test_replay_reads_the_layout_and_stops_before_its_tokens(tmp_path):

@@ -7,8 +7,9 @@ A layout file is a NumPy ``.npz`` archive:
   ``u`` is stored at byte ``pos[u] * unit_bytes`` of its kind's region);
 * ``meta``: a JSON string: ``format`` ("simcore-layout"), ``version``, ``model``, ``n_layers``, ``kinds``
   ({kind: units}), ``trace`` (path when computed), ``text`` (the trace's text source), ``tokens``
-  ([first, end) of the calibration tokens it was computed from), ``method``, ``density``, ``algorithm``,
-  ``created``.
+  ([first, end) of the calibration tokens it was computed from, counted in the trace), ``text_sha256``
+  and ``offset`` (the trace's text hash and first token in the text, when it records them), ``method``,
+  ``density``, ``algorithm``, ``created``.
 
 A layout must be evaluated on tokens it was not computed from: :func:`check_disjoint` refuses a replay
 of the same text whose tokens overlap the layout's (a layout computed from another text is fine).
@@ -124,12 +125,29 @@ def check_fits(layout: Layout, model: str, n_layers: int) -> None:
         )
 
 
-def check_disjoint(layout: Layout, text: str, first: int, end: int) -> None:
-    """Refuse replaying tokens [first, end) of the text ``text`` with a layout computed from some of them."""
+def same_text(layout: Layout, use) -> bool:
+    """Whether a layout was computed from the text of ``use`` (a ``simcore.calibration.TextUse``): by the
+    texts' sha256 when both are known, otherwise by the text source's name."""
+    sha = layout.meta.get("text_sha256")
+    if sha is not None and use.sha256 is not None:
+        return sha == use.sha256
+    return layout.meta.get("text") == use.name
+
+
+def text_tokens(layout: Layout) -> tuple[int, int]:
+    """The [first, end) positions in its text of the tokens a layout was computed from."""
     a, b = layout.meta.get("tokens", [0, 0])
-    if layout.meta.get("text") == text and first < b and a < end:
+    offset = int(layout.meta.get("offset") or 0)
+    return offset + int(a), offset + int(b)
+
+
+def check_disjoint(layout: Layout, use) -> None:
+    """Refuse replaying the tokens of ``use`` (a ``simcore.calibration.TextUse``) with a layout computed
+    from some of them (the same text, overlapping positions)."""
+    a, b = text_tokens(layout)
+    if same_text(layout, use) and use.first < b and a < use.end:
         raise ConfigError(
             f"layout {layout.path} was computed from tokens [{a}, {b}) of this text, and the replay covers "
-            f"[{first}, {end}): a layout must be judged on other tokens; replay --tokens {a} (if {a} > 0), or "
+            f"[{use.first}, {use.end}): a layout must be judged on other tokens; replay fewer --tokens, or "
             "compute the layout from other tokens (simcore layout --calib-tokens) or another text"
         )

@@ -66,7 +66,8 @@ def replay_drams(
             f"trace {reader.path} records model {shape.name!r}, not --model {cfg.model!r}; "
             "drop one of --trace/--model or trace that model"
         )
-    setting = resolve_setting(cfg, shape, drams)
+    n_use = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
+    setting = resolve_setting(cfg, shape, drams, reader.text_use(0, n_use))
     kinds = setting.selection.kinds
     reader.check_columns(
         sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set())),
@@ -210,14 +211,15 @@ def _flash_reads(cfg: ReplayConfig, reader: TraceReader, setting: Setting, T: in
     if cfg.layout is not None:
         layout = layout_file.load(cfg.layout)
         layout_file.check_fits(layout, reader.model.name, reader.model.n_layers)
-        first = layout.meta.get("tokens", [0, 0])[0]
-        if cfg.tokens is None and layout.meta.get("text") == reader.meta.source and 0 < first < T:
+        use = reader.text_use(0, T)
+        first = layout_file.text_tokens(layout)[0] - use.first  # the layout's first token, in this trace
+        if cfg.tokens is None and layout_file.same_text(layout, use) and 0 < first < T:
             notes.append(
-                f"replayed tokens [0, {first}): the layout {cfg.layout} was computed from tokens [{first}, "
-                f"{layout.meta['tokens'][1]}) of this text (give --tokens to choose)"
+                f"replayed tokens [0, {first}): the layout {cfg.layout} was computed from later tokens of this "
+                "text (give --tokens to choose)"
             )
             T = first
-        layout_file.check_disjoint(layout, reader.meta.source, 0, T)
+        layout_file.check_disjoint(layout, reader.text_use(0, T))
     return T, flash_read_specs(setting, reader.model, cfg.flash_bundle, layout)
 
 

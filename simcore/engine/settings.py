@@ -187,9 +187,10 @@ class Setting:
     density: float = 1.0  # the MLP density in effect
 
 
-def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
+def resolve_setting(cfg: ReplayConfig, shape, drams: list, use=None) -> Setting:
     """Device, policy, method selection and memory plans of a configuration for a model shape, with the
-    checks of bad combinations (SimcoreError)."""
+    checks of bad combinations (SimcoreError). ``use`` (a ``simcore.calibration.TextUse``): the text and
+    tokens the masks apply to, for methods that look up calibrations."""
     device = resolve_device(cfg)
     policy = policies.load(cfg.policy)
     module = methods.load(cfg.method)
@@ -201,7 +202,7 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list) -> Setting:
                 f"method {cfg.method} has density {module.DENSITY:g} only; drop --density {cfg.density:g} or pick a method"
             )
         density = module.DENSITY
-    selection = methods.resolve(cfg.method, shape, density, options)
+    selection = methods.resolve(cfg.method, shape, density, options, use)
     if cfg.flash_model == "curve":
         if cfg.flash_bw is not None:
             raise ConfigError(

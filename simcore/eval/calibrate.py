@@ -1,7 +1,9 @@
 """DIP's split calibration: for a model and each target MLP density rho, the split between input density
 rho_in and down density rho_d (rho = (2 rho_in + rho_d) / 3) that minimises perplexity on calibration
-text disjoint from the evaluation text. Saved as ``calibration/<model>.json``; replay and eval use it
-by default for that model (simcore.methods.dip.split), falling back to the default rule otherwise.
+text disjoint from the evaluation text. Saved, with the model, the text's sha256 and the token range, in
+``simcore.calibration.calibration_dir()`` under the model and the text (or at ``out``); replay and eval
+of that model on that text use it by default (simcore.methods.dip), on tokens other than those it was
+calibrated on, and fall back to the default rule otherwise.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from simcore.calibration import DEFAULT_DIR, calibration_dir, calibration_file, lookup_split  # noqa: F401 (re-exported)
+from simcore.calibration import calibration_dir, calibration_file, find_split, text_sha256  # noqa: F401 (re-exported)
 from simcore.errors import ConfigError
 from simcore.results import atomic_write_bytes, strict_json
 
@@ -43,10 +45,12 @@ def calibrate(
     model_path: str | None = None,
     log=print,
     progress: bool = False,
+    out: str | None = None,
 ) -> dict:
     """Evaluate dip at each candidate split of each density on calibration text (``tokens`` tokens from
-    ``offset``: keep it disjoint from evaluation text) and keep the split of lowest perplexity. Saves
-    ``calibration/<model>.json`` atomically when ``save``. Returns the calibration as a dict.
+    ``offset``: keep it disjoint from evaluation text) and keep the split of lowest perplexity. Saves it
+    atomically when ``save``: at ``out``, or as the calibration of this model and text
+    (``calibration_file``). Returns the calibration as a dict (``path``: where it was saved).
     Every setting is checked before the model is loaded; ``progress`` shows the loader's bars."""
     from simcore.eval.evaluate import check_counts, evaluate
     from simcore.models.registry import load_model
@@ -62,11 +66,12 @@ def calibrate(
     if candidates < 1:
         raise ConfigError(f"--candidates must be at least 1, got {candidates}")
     check_counts(tokens, seq_len, offset, 0, offset + tokens)
-    load_text(text=text, dataset=dataset)  # a missing file or data set, before the model load
+    source = load_text(text=text, dataset=dataset)  # a missing file or data set, before the model load
+    sha = text_sha256(source.text)
     if isinstance(model, str):
         model_source(model, model_path)
         if save:
-            check_output(calibration_file(name or model), "calibration file")
+            check_output(out or calibration_file(name or model, sha), "--out" if out else "calibration file")
         lm = load_model(model, model_path=model_path, progress=progress)
         net, tok, name = lm.model, lm.tokenizer, name or lm.name
     else:
@@ -108,17 +113,14 @@ def calibrate(
             }
         )
     result = {
+        "format": "simcore-dip-calibration",
         "model": name,
         "method": "dip",
-        "text": {
-            "source": text or dataset or "pydoc_data.topics",
-            "tokens": [offset, offset + tokens],
-            "seq_len": seq_len,
-        },
+        "text": {"source": source.name, "sha256": sha, "tokens": [offset, offset + tokens], "seq_len": seq_len},
         "splits": splits,
     }
     if save:
-        path = calibration_file(name)
+        path = out or calibration_file(name, sha)
         atomic_write_bytes(path, strict_json(result, indent=2).encode())
         result["path"] = str(path)
     return result

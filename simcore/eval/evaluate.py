@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from simcore.calibration import TextUse, provenance, text_sha256
 from simcore.engine.replay import flash_read_specs, summarise_layers
 from simcore.engine.result import ReplayResult
 from simcore.engine.settings import ReplayConfig, config_of, resolve_setting
@@ -108,14 +109,6 @@ def _reads_of(sim: KindSim):
     return None if r is None else (r.requests, r.bytes_read, r.seconds)
 
 
-def json_tokens(path) -> tuple[int, int]:
-    """The [start, end) token range of the calibration text recorded in a calibration file."""
-    import json
-
-    a, b = json.loads(path.read_text())["text"]["tokens"]
-    return int(a), int(b)
-
-
 def _cats_thresholds(model, layers, windows, fraction: float, threshold) -> list[float]:
     """Per layer, the method's ``threshold`` (e.g. the |act(W_g x)| value above which ``fraction`` of
     the calibration values lie, ``methods.cats.threshold``) over the calibration windows."""
@@ -154,6 +147,10 @@ def check_counts(tokens: int, seq_len: int, offset: int, calib_tokens: int, cali
     for flag, v in (("--offset", offset), ("--calib-tokens", calib_tokens), ("--calib-offset", calib_offset)):
         if v < 0:
             raise ConfigError(f"{flag} must not be negative, got {v}")
+
+
+def check_calibration_overlap(tokens: int, offset: int, calib_tokens: int, calib_offset: int) -> None:
+    """A method calibrated on the evaluation text (cats' thresholds) must calibrate on other tokens of it."""
     if offset < calib_offset + calib_tokens and calib_offset < offset + tokens:
         raise ConfigError(
             f"evaluation tokens [{offset}, {offset + tokens}) overlap calibration tokens "
@@ -161,21 +158,13 @@ def check_counts(tokens: int, seq_len: int, offset: int, calib_tokens: int, cali
         )
 
 
-def _check_split_overlap(selection, model_name: str, offset: int, tokens: int) -> None:
-    """A calibrated dip split must come from text other than the evaluated tokens."""
-    if str(selection.detail.get("split", "")).startswith("calibrated"):
-        from simcore.calibration import calibration_file
-
-        a, b = json_tokens(calibration_file(model_name))
-        if a < offset + tokens and offset < b:
-            raise ConfigError(
-                f"the dip split in {calibration_file(model_name)} was calibrated on tokens [{a}, {b}), which overlap "
-                f"the evaluation tokens [{offset}, {offset + tokens}); move --offset or give --rho-in/--rho-d"
-            )
+def _thresholded(selection) -> bool:
+    return any(k.mode == "threshold" for k in selection.kinds)
 
 
-def _check_pruned(pruned: str, offset: int, tokens: int) -> None:
-    """A ``simcore prune`` output that exists and was calibrated on other tokens than the evaluated ones."""
+def _check_pruned(pruned: str, use: TextUse) -> None:
+    """A ``simcore prune`` output that exists and was not calibrated on the evaluated tokens of this text
+    (``use``; an output calibrated on another text, by its recorded hash or else its source name, is fine)."""
     import json
     from pathlib import Path
 
@@ -184,16 +173,17 @@ def _check_pruned(pruned: str, offset: int, tokens: int) -> None:
     pruned_cost(pruned)  # a readable manifest
     cal = json.loads((Path(pruned) / "manifest.json").read_text()).get("calibration") or {}
     a, b = cal.get("tokens", [0, 0])
-    if a < offset + tokens and offset < b:
+    offset, tokens = use.first, use.end - use.first
+    sha = cal.get("text_sha256")
+    same = sha == use.sha256 if sha is not None else cal.get("source") in (None, use.name)
+    if same and a < offset + tokens and offset < b:
         raise ConfigError(
             f"--pruned {pruned} was calibrated on tokens [{a}, {b}), which overlap the evaluation tokens "
             f"[{offset}, {offset + tokens}); move --offset or re-prune with another --calib-offset"
         )
 
 
-def check_setting(
-    model: str, cfg: ReplayConfig, model_path: str | None = None, offset: int = 0, tokens: int = 1
-) -> None:
+def check_setting(model: str, cfg: ReplayConfig, model_path: str | None = None, use: TextUse | None = None):
     """Resolve ``cfg`` (device, method, density, gamma, policy, DRAM budget, quantization, kind split)
     against the model's shape preset, without loading the model, so that a bad setting fails in
     milliseconds rather than after the model load. A model without a preset (a Hugging Face id, a local
@@ -204,8 +194,7 @@ def check_setting(
     if shape is None:
         shape = shape_from_dims(model, "llama", 1, 1, 1, 1, 1, 1, True)
         cfg = cfg.model_copy(update={"pruned": None, "context": 0})
-    setting = resolve_setting(cfg, shape, [cfg.dram])
-    _check_split_overlap(setting.selection, shape.name, offset, tokens)
+    return resolve_setting(cfg, shape, [cfg.dram], use)
 
 
 def evaluate(
@@ -247,11 +236,12 @@ def evaluate(
         cfg = cfg.model_copy(update={"pruned": str(pruned)})
     # every check that needs no weights comes first: a model load takes 10-20 s
     check_counts(tokens, seq_len, offset, calib_tokens, calib_offset)
-    if pruned is not None:
-        _check_pruned(pruned, offset, tokens)
-    if isinstance(model, str):
-        check_setting(model, cfg, model_path, offset, tokens)
     source = load_text(text=text, dataset=dataset)
+    use = TextUse(source.name, text_sha256(source.text), offset, offset + tokens)
+    if pruned is not None:
+        _check_pruned(pruned, use)
+    if isinstance(model, str) and _thresholded(check_setting(model, cfg, model_path, use).selection):
+        check_calibration_overlap(tokens, offset, calib_tokens, calib_offset)
     if isinstance(model, str):
         from simcore.models.registry import resolve as model_source
 
@@ -280,12 +270,12 @@ def evaluate(
     if T < tokens:
         raise ConfigError(f"the text has only {offset + T} tokens; lower --tokens or --offset")
     shape = model_shape(net, name)
-    setting = resolve_setting(cfg, shape, [cfg.dram])
+    setting = resolve_setting(cfg, shape, [cfg.dram], use)
     selection, mem = setting.selection, setting.mems[0]
-    _check_split_overlap(selection, shape.name, offset, tokens)
     layers = decoder_layers(net)
     thresholds = [0.0] * len(layers)
-    if any(k.mode == "threshold" for k in selection.kinds):
+    if _thresholded(selection):
+        check_calibration_overlap(tokens, offset, calib_tokens, calib_offset)
         calib = token_windows(tok, source.text, calib_tokens, seq_len, calib_offset)
         frac = selection.fractions[[k.mode for k in selection.kinds].index("threshold")]
         thresholds = _cats_thresholds(net, layers, calib, frac, selection.threshold)
@@ -345,10 +335,12 @@ def evaluate(
     ppl = float(np.exp(nll / n_pred))
     text_info = {
         "source": source.name,
+        "text_sha256": use.sha256,
         "eval_tokens": [offset, offset + T],
         "seq_len": seq_len,
-        "calibration_tokens": [calib_offset, calib_offset + calib_tokens]
-        if any(k.mode == "threshold" for k in selection.kinds)
+        "calibration_tokens": [calib_offset, calib_offset + calib_tokens] if _thresholded(selection) else None,
+        "calibration": provenance(shape.name, source.name, use.sha256, calib_offset, calib_offset + calib_tokens)
+        if _thresholded(selection)
         else None,
         "disjoint": True,
         "pruned": str(pruned) if pruned else None,

@@ -514,6 +514,8 @@ def compute_layout(
         "kinds": {k.name: k.n_units for k in sel.kinds},
         "trace": str(plan.reader.path),
         "text": plan.reader.meta.source,
+        "text_sha256": (plan.reader.meta.extra or {}).get("text_sha256"),
+        "offset": int((plan.reader.meta.extra or {}).get("offset") or 0),
         "tokens": list(plan.calib),
         "method": method,
         "density": setting.density,

@@ -198,9 +198,10 @@ def plan_frontier(
 ) -> FrontierPlan:
     """Check a frontier's settings and decide its evals (the reuse rule, simcore/frontier/evals.py) without
     loading the model or reading more than the trace's metadata. Arguments as :func:`run_frontier`'s."""
+    from simcore.calibration import TextUse, text_sha256
     from simcore.engine.settings import DEFAULT_MODEL, resolve_setting
-    from simcore.eval.evaluate import check_counts
-    from simcore.sweep.inputs import inputs_of
+    from simcore.eval.evaluate import check_calibration_overlap, check_counts
+    from simcore.sweep.inputs import calibration_digest, inputs_of
     from simcore.trace.text import load_text
 
     check_counts(tokens, seq_len, offset, calib_tokens, calib_offset)
@@ -221,7 +222,9 @@ def plan_frontier(
             "run `simcore eval --pruned` and `simcore sweep` for a statically pruned model"
         )
     spec = EvalSpec(mname, model_path, text, dataset, tokens, seq_len, offset, calib_tokens, calib_offset)
-    shared = eval_identity(spec, model_identity(spec, model_obj), load_text(text=text, dataset=dataset))
+    source = load_text(text=text, dataset=dataset)
+    shared = eval_identity(spec, model_identity(spec, model_obj), source)
+    use = TextUse(source.name, text_sha256(source.text), offset, offset + tokens)  # the evals' tokens
     grid, notes = frontier_grid(grid, mname)
     trace = Path(grid.fixed["trace"])
     shape = trace_shape(trace)
@@ -238,11 +241,14 @@ def plan_frontier(
     for c, s in configs:
         cfg = replay_config(s)
         try:
-            setting = resolve_setting(cfg, shape, [cfg.dram])
+            setting = resolve_setting(cfg, shape, [cfg.dram], use)
         except SimcoreError as e:  # belady with dip-ca, a DRAM size below the resident part, ...
             errors[c] = str(e)
             continue
-        keys[c] = (eval_key(shared, mask_identity(setting, cfg, inputs_of(s, memo))), bool(setting.cache_dependent))
+        if any(k.mode == "threshold" for k in setting.selection.kinds):  # cats: thresholds from this text
+            check_calibration_overlap(tokens, offset, calib_tokens, calib_offset)
+        inputs = dict(inputs_of(s, memo), calibration=calibration_digest(mname, use.sha256, s.get("calibration")))
+        keys[c] = (eval_key(shared, mask_identity(setting, cfg, inputs)), bool(setting.cache_dependent))
     return FrontierPlan(grid, notes, spec, configs, keys, errors, model_obj, tokenizer)
 
 

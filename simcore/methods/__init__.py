@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import pkgutil
 from pathlib import Path
 from types import ModuleType
 
 from pydantic import ValidationError
 
+from simcore.calibration import TextUse
 from simcore.errors import ConfigError, SimcoreError, describe_validation
 from simcore.methods.base import Display, KindSpec, MethodOptions, NoOptions, Reweight, Selection
 from simcore.plugins import is_path, load_file
@@ -60,15 +62,28 @@ def options(name: str, values: dict | None = None) -> MethodOptions:
         raise ConfigError(f"method {name}: {describe_validation(e)}") from None
 
 
-def resolve(name: str, shape, density: float, opts: MethodOptions | dict | None = None) -> Selection:
-    """Resolve method ``name`` for a model shape and target MLP density under its options."""
+def _takes_use(module: ModuleType) -> bool:
+    """Whether a method's ``resolve`` takes a fourth argument, ``use`` (the tokens its masks apply to)."""
+    try:
+        return len(inspect.signature(module.resolve).parameters) >= 4
+    except (TypeError, ValueError):
+        return False
+
+
+def resolve(
+    name: str, shape, density: float, opts: MethodOptions | dict | None = None, use: TextUse | None = None
+) -> Selection:
+    """Resolve method ``name`` for a model shape and target MLP density under its options. ``use`` (the
+    text and tokens the masks apply to) goes to a method whose ``resolve`` takes it (to find a calibration
+    of that text, never one made on those tokens)."""
     module = load(name)
     if not isinstance(opts, MethodOptions):
         opts = options(name, opts)
+    args = (shape, density, opts, use) if _takes_use(module) else (shape, density, opts)
     if not is_path(name):
-        return module.resolve(shape, density, opts)
+        return module.resolve(*args)
     try:  # a user's code: any failure is a configuration error naming the file
-        selection = module.resolve(shape, density, opts)
+        selection = module.resolve(*args)
     except SimcoreError:
         raise
     except Exception as e:

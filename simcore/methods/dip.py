@@ -3,8 +3,9 @@ channels selects W_u and W_g columns (cached together as one "input" unit); top-
 d_int selects W_d columns ("down" units). From a dense trace, replay ranks by |h| (DESIGN.md,
 "Trace"). rho = (2 rho_in + rho_d) / 3.
 
-Split: a per-model calibration (``simcore calibrate``, calibration/<model>.json) when one exists for the
-density; otherwise the default rule rho_d = sqrt(rho), rho_in = (3 rho - rho_d)/2,
+Split: a calibration (``simcore calibrate``) of this model on this text when one exists for the density
+(looked up in one place, ``simcore.calibration.calibration_dir``; ``--calibration FILE`` names one
+explicitly), never one made on the masked tokens; otherwise the default rule rho_d = sqrt(rho), rho_in = (3 rho - rho_d)/2,
 i.e. more density on the down matrix; below rho = 1/9 the split is uniform. --rho-in or --rho-d
 sets one side and the other follows from rho.
 """
@@ -15,6 +16,7 @@ import math
 
 from pydantic import Field
 
+from simcore.calibration import TextUse, find_split
 from simcore.errors import ConfigError
 from simcore.methods.base import Display, KindSpec, MethodOptions, Reweight, Selection, check_density
 
@@ -54,21 +56,29 @@ class Options(MethodOptions):
     rho_d: float | None = Field(
         default=None, ge=0, le=1, description="dip/dip-ca: down-channel density (rho_in follows from --density)"
     )
+    calibration: str | None = Field(
+        default=None,
+        description="dip/dip-ca: a `simcore calibrate` file whose split to use (default: the calibration of this "
+        "model on this text, if one was saved)",
+    )
 
 
-def kinds(shape, density: float, options: Options, reweight: Reweight | None = None) -> Selection:
+def kinds(
+    shape, density: float, options: Options, reweight: Reweight | None = None, use: TextUse | None = None
+) -> Selection:
     """dip's two kinds ("input": a W_u + W_g column per input channel, ranked by |x|; "down": a W_d
-    column per GLU neuron, ranked by |h|) at the split of ``options`` or of a calibration, or the default
-    rule; ``reweight`` makes them cache-aware (dip-ca)."""
+    column per GLU neuron, ranked by |h|) at the split of ``options`` or of a calibration of this model
+    on ``use``'s text (the tokens being masked), or the default rule; ``reweight`` makes them
+    cache-aware (dip-ca)."""
     rho_in, rho_d = options.rho_in, options.rho_d
-    source = "given" if rho_in is not None or rho_d is not None else "default rule"
-    if rho_in is None and rho_d is None:
-        from simcore.calibration import calibration_file, lookup_split
-
-        found = lookup_split(shape.name, density)
+    source = "given"
+    if rho_in is not None or rho_d is not None:
+        if options.calibration is not None:
+            raise ConfigError("--calibration gives the split that --rho-in/--rho-d set; give one of them")
+    else:
+        found, source = find_split(shape.name, density, use, options.calibration)
         if found is not None:
             rho_in, rho_d = found
-            source = f"calibrated ({calibration_file(shape.name)})"
     r_in, r_d = split(density, rho_in, rho_d)
     kinds = (
         KindSpec("input", shape.d, 2 * shape.d_int, "topk", score="x", reweight=reweight),
@@ -77,8 +87,8 @@ def kinds(shape, density: float, options: Options, reweight: Reweight | None = N
     return Selection(kinds, (r_in, r_d), {"rho_in": r_in, "rho_d": r_d, "split": source})
 
 
-def resolve(shape, density: float, options: Options) -> Selection:
-    return kinds(shape, density, options)
+def resolve(shape, density: float, options: Options, use: TextUse | None = None) -> Selection:
+    return kinds(shape, density, options, use=use)
 
 
 def describe(config: dict) -> str:

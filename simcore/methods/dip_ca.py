@@ -105,7 +105,8 @@ class Options(dip.Options):
         return 1.0 if self.approx_m > 1 else self.gamma
 
 
-def resolve(shape, density: float, options: Options) -> Selection:
+def resolve(shape, density: float, options: Options, use=None) -> Selection:
+    """dip's kinds (split as dip finds it for ``use``, a ``simcore.calibration.TextUse``), re-weighted."""
     reweight = Reweight(
         options.effective_gamma,
         options.gamma_warmup,
@@ -114,7 +115,7 @@ def resolve(shape, density: float, options: Options) -> Selection:
         options.gamma_schedule,
         options.approx_gamma,
     )
-    return dip.kinds(shape, density, options, reweight)
+    return dip.kinds(shape, density, options, reweight, use)
 
 
 def describe(config: dict) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from simcore.calibration import text_sha256
 from simcore.errors import ConfigError
 from simcore.models import DEFAULT_MODEL, Mlp, decoder_layers
 from simcore.prune.calibrate import DEFAULT_CALIB_OFFSET, LayerNorms, collect_norms, perplexity
@@ -320,7 +321,13 @@ def prune_model(
         "alpha": alpha if mod.NEEDS_ALPHA else None,
         "group_axes": {p: mod.group_axis(p, pattern) for p in sorted({k.rsplit(".", 1)[1] for k in masks})},
         "group_axes_legend": "1 = groups within each row (input dimension), 0 = within each column (output dimension)",
-        "calibration": {"source": source, "tokens": list(calib_range), "seq_len": seq_len},
+        "calibration": {
+            "model": name,
+            "source": source,
+            "text_sha256": None if src is None else text_sha256(src.text),
+            "tokens": list(calib_range),
+            "seq_len": seq_len,
+        },
         "evaluation": {"source": source, "tokens": list(eval_range), "seq_len": seq_len, "predicted": n_pred},
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "bytes": totals,

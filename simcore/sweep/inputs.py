@@ -9,9 +9,9 @@ rewritten in place):
 - ``device``: the device profile's YAML (it sets bandwidths and may set the default DRAM budget);
 - ``pruned``: the ``--pruned`` output's ``manifest.json``;
 - ``layout``: the ``--layout`` file (the Flash order of the units);
-- ``calibration``: the calibration file of the trace's model (``calibration/<model>.json``, which sets
-  dip's rho split when it exists); every method's key includes it, since recomputing too much is safe
-  and a stale row is not;
+- ``calibration``: the ``--calibration`` file, or the saved calibration of the trace's model on the
+  trace's text (``simcore.calibration``; it sets dip's rho split when it exists); every method's key
+  includes it, since recomputing too much is safe and a stale row is not;
 - ``policy`` / ``method``: only when the setting is the path of one's own ``.py`` file, that file;
 - ``simcore``: the simcore version.
 
@@ -60,14 +60,38 @@ def trace_model(trace: Path) -> str | None:
         return None
 
 
+def trace_text_hash(trace: Path) -> str | None:
+    """The sha256 of the text a trace was made from, as its tracer recorded it, or None."""
+    try:
+        return json.loads((trace / "trace.json").read_bytes())["extra"].get("text_sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def calibration_digest(model: str | None, text_hash: str | None, explicit: str | None = None) -> str | None:
+    """The identity of the dip split calibration a configuration may use: the ``--calibration`` file, or
+    the saved calibration of ``model`` on the text whose sha256 is ``text_hash``."""
+    from simcore.calibration import calibration_file
+
+    if explicit is not None:
+        return file_digest(Path(explicit).expanduser())
+    if model is None or text_hash is None:
+        return None
+    return file_digest(calibration_file(model, text_hash))
+
+
 def inputs_of(settings: dict, memo: dict | None = None) -> dict:
     """The identities of the files a configuration's replay reads (see the module docstring).
 
     ``memo`` caches them per (trace, model, device, pruned) within one sweep, so a grid of thousands of
     configurations reads each file once."""
-    from simcore.calibration import calibration_file
-
-    ident = (settings.get("trace"), settings.get("model"), settings.get("device", "a18"), settings.get("pruned"))
+    ident = (
+        settings.get("trace"),
+        settings.get("model"),
+        settings.get("device", "a18"),
+        settings.get("pruned"),
+        settings.get("calibration"),
+    )
     if memo is not None and ident in memo:
         return memo[ident]
     trace = trace_dir(settings)
@@ -77,7 +101,7 @@ def inputs_of(settings: dict, memo: dict | None = None) -> dict:
         "trace": file_digest(trace / "trace.json"),
         "device": file_digest(device_file(str(settings.get("device", "a18")))),
         "pruned": file_digest(Path(pruned) / "manifest.json") if pruned is not None else None,
-        "calibration": file_digest(calibration_file(model)) if model is not None else None,
+        "calibration": calibration_digest(model, trace_text_hash(trace), settings.get("calibration")),
         "simcore": __version__,
     }
     if memo is not None:

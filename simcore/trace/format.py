@@ -576,6 +576,16 @@ class TraceReader:
     def n_tokens(self) -> int:
         return self.meta.n_tokens
 
+    def text_use(self, first: int, end: int):
+        """Trace tokens [first, end) as a ``simcore.calibration.TextUse``: the trace's text (its source and
+        the sha256 its tracer recorded in ``extra["text_sha256"]``, None for older or synthetic traces) and
+        those tokens' positions in the text (after the trace's ``extra["offset"]``)."""
+        from simcore.calibration import TextUse
+
+        extra = self.meta.extra or {}
+        offset = int(extra.get("offset") or 0)
+        return TextUse(self.meta.source, extra.get("text_sha256"), offset + first, offset + end)
+
     def methods(self) -> list[str]:
         """The methods this trace can replay (those whose columns it holds)."""
         return methods_served(self.meta.columns, self.meta.model)

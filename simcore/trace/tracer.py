@@ -450,6 +450,8 @@ def trace_model(
         raise ConfigError(f"--seq-len must be a positive number of tokens, got {seq_len}")
     if offset < 0:
         raise ConfigError(f"the text offset must be >= 0 tokens, got {offset}")
+    from simcore.calibration import text_sha256
+
     columns = parse_columns(columns)
     if out is None and isinstance(model, str):
         out = default_out(model)
@@ -480,6 +482,7 @@ def trace_model(
             raise ConfigError("a model object needs a tokenizer (or token_ids) to trace text")
         ids = tokenize(tok, src.text, tokens, offset)
         source = src.name
+        extra["text_sha256"] = text_sha256(src.text)  # calibrations of this text find its traces (simcore.calibration)
     if source == EMBEDDED_SOURCE:
         extra["text"] = "Python standard library pydoc_data.topics, values joined in sorted-key order"
     try:
