@@ -50,7 +50,9 @@ def test_a_calibration_of_text_a_is_found_for_text_a_only():
 
 def test_a_calibration_is_never_applied_to_the_tokens_it_was_calibrated_on():
     save("m", TEXT_A, tokens=(500, 600))
-    with pytest.raises(ConfigError, match=r"calibrated on tokens \[500, 600\).*overlap the tokens used here \[550, 700\)"):
+    with pytest.raises(
+        ConfigError, match=r"calibrated on tokens \[500, 600\).*overlap the tokens used here \[550, 700\)"
+    ):
         find_split("m", 0.5, use(TEXT_A, 550, 700))
     assert find_split("m", 0.5, use(TEXT_A, 600, 700))[0] is not None  # adjacent is disjoint
 
