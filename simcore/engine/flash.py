@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from simcore.engine.kernels.reads import reads_batch, request_seconds
+from simcore.engine.kernels.reads import reads_batch, request_seconds, request_table  # noqa: F401 (re-exported)
 
 MODELS = ("constant", "curve")
 
@@ -73,8 +73,7 @@ class ReadSpec(NamedTuple):
 def cost_table(curve: Curve, page: float) -> np.ndarray:
     """Seconds of a request of k pages, k = 0 .. the curve's last size in pages (float64[K + 1]); beyond,
     requests run at the last throughput."""
-    k_max = int(np.ceil(curve.size[-1] / page)) + 1
-    return np.array([0.0] + [request_seconds(k * page, curve) for k in range(1, k_max + 1)])
+    return request_table(int(np.ceil(curve.size[-1] / page)) + 1, float(page), curve)
 
 
 MAX_GAP_UNITS = 31
@@ -92,6 +91,10 @@ def gap_units(table: np.ndarray, page: float, unit_bytes: float) -> int:
     return min(int(max(page, g * page) // unit_bytes), MAX_GAP_UNITS)
 
 
+_STATIC: dict = {}
+"""Reads' arrays that depend only on the unit count, unit and page bytes and the curve (read-only)."""
+
+
 class Reads:
     """Per-token Flash reads of one (layer, kind): requests (int32[T]), bytes read and seconds
     (float64[T]), filled batch by batch from the kernels' miss bits."""
@@ -99,11 +102,17 @@ class Reads:
     def __init__(self, spec: ReadSpec, n_units: int, T: int):
         self.spec, self.n = spec, n_units
         self.piece = spec.unit_bytes / spec.pieces  # bytes of a unit in one matrix's region
-        self.table = cost_table(spec.curve, spec.page)
-        self.gap = gap_units(self.table, spec.page, self.piece)
-        p = np.arange(n_units + 1, dtype=np.float64) * self.piece / spec.page  # unit boundaries, in pages
-        self.first_page = np.floor(p[:-1]).astype(np.int64)  # the page of each position's first byte
-        self.end_page = np.ceil(p[1:]).astype(np.int64)  # one past the page of its last byte
+        key = (n_units, self.piece, spec.page, spec.curve.size.tobytes(), spec.curve.bps.tobytes())
+        got = _STATIC.get(key)
+        if got is None:  # every layer of a model has the same: computed once
+            table = cost_table(spec.curve, spec.page)
+            p = np.arange(n_units + 1, dtype=np.float64) * self.piece / spec.page  # unit boundaries, in pages
+            first_page = np.floor(p[:-1]).astype(np.int64)  # the page of each position's first byte
+            end_page = np.ceil(p[1:]).astype(np.int64)  # one past the page of its last byte
+            if len(_STATIC) > 64:
+                _STATIC.clear()
+            got = _STATIC[key] = (table, gap_units(table, spec.page, self.piece), first_page, end_page)
+        self.table, self.gap, self.first_page, self.end_page = got
         self.requests = np.zeros(T, np.int32)
         self.bytes_read = np.zeros(T, np.float64)
         self.seconds = np.zeros(T, np.float64)

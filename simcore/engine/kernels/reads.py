@@ -4,7 +4,8 @@ requests on the device's throughput-versus-request-size curve.
 
 Speed: a token of a Mistral-7B down kind misses thousands of its 14,336 units, so nothing here works
 per missed unit. Marks are packed 64 units to a word; the run starts and ends come from word shifts,
-and a gap short enough to read through is found by a window OR over them (by doubling, in registers);
+and a gap short enough to read through is found by window ORs over them (by doubling, a pass over the
+words per step);
 only the runs that remain, few, are visited one by one; a request's time is a table lookup by its size
 in pages.
 """
@@ -18,6 +19,7 @@ from simcore.config import NJIT
 from simcore.engine.kernels.f16 import trailing_zeros64
 
 ONE = np.uint64(1)
+PACK8 = np.uint64(0x0102040810204080)  # (x * PACK8) >> 56 gathers the low bits of x's 8 bytes, byte i to bit i
 
 
 @njit(**NJIT)
@@ -44,41 +46,51 @@ def request_seconds(nbytes, curve):
 
 
 @njit(**NJIT)
-def _before(prev, cur, k):
-    """For each bit i of word ``cur``: the OR of the k (1 <= k <= 32) positions before it, reaching into
-    the word ``prev`` before (a window of at most 2k - 1 < 64 positions never reaches two words away)."""
-    lc, lp = cur, prev
-    span = 1
-    while span < k:  # lc[i] = OR over the `span` positions ending at i, by doubling
-        s = min(span, k - span)
-        lc |= (lc << np.uint64(s)) | (lp >> np.uint64(64 - s))
-        lp |= lp << np.uint64(s)
-        span += s
-    return (lc << ONE) | (lp >> np.uint64(63))
+def request_table(k_max, page, curve):
+    """Seconds of a request of k pages of ``page`` bytes, k = 0 .. ``k_max`` (float64[k_max + 1]; 0 for
+    k = 0), by :func:`request_seconds` (one call from Python for the whole table)."""
+    out = np.zeros(k_max + 1)
+    for k in range(1, k_max + 1):
+        out[k] = request_seconds(k * page, curve)
+    return out
 
 
 @njit(**NJIT)
-def _after(cur, nxt, k):
-    """For each bit i of word ``cur``: the OR of the k (1 <= k <= 32) positions after it."""
-    rc, rn = cur, nxt
+def _windows(xp, yp, k, a, b, a2, b2):
+    """Window ORs over the whole bitmap (words 0 .. n - 1, bit i of word w at position 64 w + i): ``a``
+    receives at each position the OR of ``yp`` over the k positions ending there, ``b`` the OR of ``xp``
+    over the k positions starting there (1 <= k <= 32). By doubling, one pass over the words per step
+    (a position's window reaches at most one word back or ahead); ``a2``, ``b2``: scratch. Returns the
+    arrays holding the results (a, b or the scratch ones), each uint64[n]."""
+    n = xp.shape[0]
+    a[:] = yp
+    b[:] = xp
     span = 1
     while span < k:
-        s = min(span, k - span)
-        rc |= (rc >> np.uint64(s)) | (rn << np.uint64(64 - s))
-        rn |= rn >> np.uint64(s)
+        s = np.uint64(min(span, k - span))
+        r = np.uint64(64) - s
+        a2[0] = a[0] | (a[0] << s)
+        for w in range(1, n):
+            a2[w] = a[w] | (a[w] << s) | (a[w - 1] >> r)
+        for w in range(n - 1):
+            b2[w] = b[w] | (b[w] >> s) | (b[w + 1] << r)
+        b2[n - 1] = b[n - 1] | (b[n - 1] >> s)
+        a, a2 = a2, a
+        b, b2 = b2, b
         span += s
-    return (rc >> ONE) | (rn << np.uint64(63))
+    return a, b
 
 
 @njit(**NJIT)
-def token_reads(bits, gap, first_page, end_page, page, table, curve, xp, yp, r0, r1):
+def token_reads(bits, gap, first_page, end_page, page, table, curve, xp, yp, r0, r1, wa, wb, wa2, wb2):
     """The Flash requests of one token. ``bits`` (uint64[W]): bit p set for each missed unit at Flash
     position p. Gaps of at most ``gap`` (<= 31) units between missed units are read through;
     each run of units p .. q is rounded out to the pages ``first_page[p]`` .. ``end_page[q]`` (int64[U]:
     the page holding a position's first byte, and one past the page holding its last); runs whose
     pages touch are one request; a request of k pages takes ``table[k]`` seconds (beyond the table: the
     curve's last throughput). Scratch: ``xp``, ``yp`` uint64[W + 2] (the run-start and run-end bits),
-    ``r0``, ``r1`` int64[W * 32 + 1] (at most that many runs). Returns (requests, bytes read, seconds)."""
+    ``r0``, ``r1`` int64[W * 32 + 1] (at most that many runs), ``wa``, ``wb``, ``wa2``, ``wb2``
+    uint64[W + 2] (:func:`_windows`). Returns (requests, bytes read, seconds)."""
     W = bits.shape[0]
     zero = np.uint64(0)
     # each word's run-start and run-end bits (xp, yp), with a zero word on either side
@@ -92,16 +104,18 @@ def token_reads(bits, gap, first_page, end_page, page, table, curve, xp, yp, r0,
         prev = word
     # a gap of at most `gap` positions is read through: a run start with a run end at most gap + 1
     # positions before it, and that run end, are no boundaries (the positions between are all unset)
+    win_a, win_b = wa, wb
+    if gap > 0:
+        win_a, win_b = _windows(xp, yp, gap + 1, wa, wb, wa2, wb2)
     n_runs = 0
     n_ends = 0
     for w in range(1, W + 1):
         starts, ends = xp[w], yp[w]
         if starts == 0 and ends == 0:
             continue
-        if gap > 0:
-            starts_kept = starts & ~_before(yp[w - 1], ends, gap + 1)
-            ends &= ~_after(starts, xp[w + 1], gap + 1)
-            starts = starts_kept
+        if gap > 0:  # a run end among the gap + 1 positions before a start; a start among those after an end
+            starts &= ~((win_a[w] << ONE) | (win_a[w - 1] >> np.uint64(63)))
+            ends &= ~((win_b[w] >> ONE) | (win_b[w + 1] << np.uint64(63)))
         base = (w - 1) * 64
         while starts != 0:
             r0[n_runs] = base + np.int64(trailing_zeros64(starts))
@@ -140,9 +154,11 @@ def reads_batch(miss_bits, gap, first_page, end_page, page, table, curve, reques
     W = miss_bits.shape[1]
     xp, yp = np.empty(W + 2, np.uint64), np.empty(W + 2, np.uint64)
     r0, r1 = np.empty(W * 32 + 1, np.int64), np.empty(W * 32 + 1, np.int64)
+    wa, wb = np.empty(W + 2, np.uint64), np.empty(W + 2, np.uint64)
+    wa2, wb2 = np.empty(W + 2, np.uint64), np.empty(W + 2, np.uint64)
     for i in range(miss_bits.shape[0]):
         requests[i], bytes_read[i], seconds[i] = token_reads(
-            miss_bits[i], gap, first_page, end_page, page, table, curve, xp, yp, r0, r1
+            miss_bits[i], gap, first_page, end_page, page, table, curve, xp, yp, r0, r1, wa, wb, wa2, wb2
         )
 
 
@@ -154,11 +170,13 @@ def mark_missed(used, in_cache, pos, row):
     n = used.shape[0]
     if pos.shape[0] == 0:
         full = n // 64
-        for w in range(full):  # whole words: a fixed trip count the compiler unrolls
-            uu, cc = used[w * 64 : w * 64 + 64], in_cache[w * 64 : w * 64 + 64]
+        u8 = used[: full * 64].view(np.uint64)  # 8 flags (bytes of 0 or 1) to a word
+        c8 = in_cache[: full * 64].view(np.uint64)
+        for w in range(full):
             acc = np.uint64(0)
-            for j in range(64):
-                acc |= np.uint64(uu[j] > cc[j]) << np.uint64(j)  # used and not cached
+            for j in range(8):  # used and not cached, 8 bytes -> 8 bits by one multiplication
+                m = u8[w * 8 + j] & ~c8[w * 8 + j]
+                acc |= ((m * PACK8) >> np.uint64(56)) << np.uint64(8 * j)
             row[w] |= acc
         for u in range(full * 64, n):
             if used[u] and not in_cache[u]:
