@@ -129,19 +129,58 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
     """Replay precomputed selections through one cache of capacity ``cap``: token t0 + j uses the units
     ``idx[ptr[j]:ptr[j + 1]]`` (int32, ascending, distinct); ``out_hits``: int32[len(ptr) - 1] receives
     the hits; ``miss_bits`` (uint64[len(ptr) - 1, W], or (0, 0): not wanted) each token's missed units
-    at their Flash positions ``pos`` (``kernels.mark_missed``). ``cache``: the engine's :class:`Cache`; ``st``: the policy's state; ``h``: its :class:`Hooks`.
-    The cache and policy state carry over, so a trace replayed chunk by chunk gives the hits of one
-    call over all of it. Returns 0, or ``BAD_VICTIM`` if a hook named a unit that is not cached or is
-    used by the current token (a bug in the policy).
+    at their Flash positions ``pos`` (``kernels.mark_missed``). ``cache``: the engine's :class:`Cache`;
+    ``st``: the policy's state; ``h``: its :class:`Hooks`. The cache and policy state carry over, so a
+    trace replayed chunk by chunk gives the hits of one call over all of it. Returns 0, or
+    ``BAD_VICTIM`` if a hook named a unit that is not cached or is used by the current token (a bug in
+    the policy).
 
-    The tokens loop here rather than in a per-token function: passing the state tuples to a call (even
-    one inlined by Numba) costs a reference count update per array, more than a one-unit token's work."""
+    A stream of one unit per token (libCacheSim's case) has its own loop, :func:`_replay_single`: the
+    two loops compile to better code apart than together."""
+    n = ptr.shape[0] - 1
+    if ptr[n] - ptr[0] == n:
+        single = True
+        for j in range(n):
+            if ptr[j + 1] - ptr[j] != 1:
+                single = False
+                break
+        if single:
+            return _replay_single(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits)
+    return _replay_sets(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits)
+
+
+@njit(**NJIT_HOOKED)
+def _replay_single(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
+    """:func:`replay_csr` for tokens of one unit each: nothing to pin (a unit that misses is not cached,
+    so it cannot be a victim). The tokens loop here rather than in a per-token function: passing the
+    state tuples to a call (even one inlined by Numba) costs a reference count update per array, more
+    than a one-unit token's work."""
+    in_cache = cache.in_cache
+    reads = miss_bits.shape[0] > 0
+    for j in range(ptr.shape[0] - 1):
+        u, t = idx[ptr[j]], t0 + j
+        if in_cache[u]:
+            h.hit(st, u, t)
+            out_hits[j] = 1
+            continue
+        out_hits[j] = 0
+        if reads:
+            K.mark_unit(u, pos, miss_bits[j])
+        if cap > 0 and _place(u, t, cap, cache, st, h) < 0:
+            return BAD_VICTIM
+    return 0
+
+
+@njit(**NJIT_HOOKED)
+def _replay_sets(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
+    """:func:`replay_csr` for tokens of any number of units."""
     in_cache, pinned = cache.in_cache, cache.pinned
     missed = np.empty(max(in_cache.shape[0], 1), np.int32)  # the current token's misses, ascending
+    found = np.empty(max(in_cache.shape[0], 1), np.int32)  # and its hits
     reads = miss_bits.shape[0] > 0
     for j in range(ptr.shape[0] - 1):
         a0, a1, t = ptr[j], ptr[j + 1], t0 + j
-        if a1 - a0 == 1:  # one unit: nothing to pin (not cached when it misses, it cannot be a victim)
+        if a1 - a0 == 1:  # as in _replay_single: a one-unit token pins nothing
             u = idx[a0]
             if in_cache[u]:
                 h.hit(st, u, t)
@@ -155,17 +194,19 @@ def replay_csr(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
             continue
         hits = 0
         nm = 0
-        for a in range(a0, a1):
+        for a in range(a0, a1):  # without branches: each unit is written to both lists, counted in one
             u = idx[a]
             pinned[u] = True
-            if in_cache[u]:
-                hits += 1
-                h.hit(st, u, t)
-            else:
-                missed[nm] = u
-                nm += 1
-                if reads:
-                    K.mark_unit(u, pos, miss_bits[j])
+            c = in_cache[u]
+            found[hits] = u
+            missed[nm] = u
+            hits += c
+            nm += 1 - c
+        for b in range(hits):
+            h.hit(st, found[b], t)
+        if reads:
+            for b in range(nm):
+                K.mark_unit(missed[b], pos, miss_bits[j])
         status = hits
         if cap > 0:
             # misses beyond the room the hits (which stay) leave stream past the cache: the lowest indices
