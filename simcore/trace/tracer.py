@@ -109,7 +109,7 @@ def model_shape(model: Any, name: str) -> ModelShape:
     d_int, d = mlp.d_int, mlp.d
     n_heads = int(cfg.num_attention_heads)
     head_dim = getattr(cfg, "head_dim", None) or d // n_heads
-    family = str(getattr(cfg, "model_type", "llama"))
+    family = str(getattr(cfg, "model_type", "llama")).removesuffix("_text")  # Gemma 3's text model: gemma3_text
     if mlp.fused:
         family = "phi3" if family == "llama" else family
     return ModelShape(
@@ -424,13 +424,15 @@ def trace_model(
 
     Args:
         model: alias (``smollm2-135m``, ``mistral7b``, ``llama3-8b``, ``phi3-mini``,
-            ``phi3-medium``), Hugging Face id, local path, or an already-loaded ``transformers``
-            causal LM (then give ``tokenizer`` or ``token_ids``; it is traced where it is).
-        model_path: local model directory or ``.gguf`` file (overrides where ``model`` is looked for).
+            ``phi3-medium``, ``gemma3-270m``), Hugging Face id, local path, or an already-loaded
+            ``transformers`` causal LM (then give ``tokenizer`` or ``token_ids``; it is traced where it is).
+        model_path: local model directory or ``.gguf`` file (overrides where ``model`` is looked for);
+            the trace then names the model after that file (``registry.path_model_name``), and its
+            default directory is ``traces/<file stem>``.
         text: a UTF-8 text file; dataset: "wikitext2" or a local copy of it. Neither: the
             embedded ``pydoc_data.topics`` text.
         tokens: tokens to trace (> 0); seq_len: tokens per forward pass (window).
-        out: trace directory; default ``traces/<alias>``.
+        out: trace directory; default ``traces/<alias>`` (``traces/<file stem>`` with ``model_path``).
         torch_device: "cpu" or "cuda"; dtype: "float32", "bfloat16" or "float16" weights.
         allow_download: allow fetching a model or data set that is not on the local disk.
         progress: show progress bars (tracing, and loading the model: transformers' and the GGUF
@@ -454,7 +456,7 @@ def trace_model(
 
     columns = parse_columns(columns)
     if out is None and isinstance(model, str):
-        out = default_out(model)
+        out = default_out(str(model_path) if model_path is not None else model)  # not the --model default's
     if out is not None:
         check_out_dir(out)
     extra: dict[str, Any] = {"offset": offset}
