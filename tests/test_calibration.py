@@ -129,8 +129,9 @@ torch = pytest.importorskip("torch")
 
 @pytest.mark.torch
 def test_eval_applies_a_calibration_to_its_text_only_and_cats_alone_checks_calib_tokens(tmp_path):
-    from simcore.eval.evaluate import evaluate
     from tiny_models import VOCAB, tiny_model
+
+    from simcore.eval.evaluate import evaluate
 
     class Chars:
         def __call__(self, text):
