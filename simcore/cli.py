@@ -271,6 +271,14 @@ def sweep(grid_file, out, workers, executor, scheduler, progress, **flags):
     help="first calibration token (calibration and evaluation text must not overlap)",
 )
 @click.option("--pruned", type=click.Path(file_okay=False), help="apply a `simcore prune` output's static masks first")
+@click.option("--lora", type=click.Path(file_okay=False), help="apply a `simcore finetune` output's LoRA adapters")
+@click.option(
+    "--lora-merge/--no-lora-merge",
+    default=True,
+    show_default=True,
+    help="merge the adapters into the weights (no extra bytes), or keep them beside the weights (resident in "
+    "DRAM and read every token, at 16 bits per weight)",
+)
 @click.option(
     "--fidelity",
     "fidelity_trace",
@@ -298,6 +306,8 @@ def eval_(
     calib_tokens,
     calib_offset,
     pruned,
+    lora,
+    lora_merge,
     fidelity_trace,
     as_json,
     out,
@@ -339,6 +349,8 @@ def eval_(
         calib_offset=calib_offset,
         progress=show,
         pruned=pruned,
+        lora=lora,
+        lora_merge=lora_merge,
         **settings,
     )
     result = r.to_dict()
@@ -377,9 +389,15 @@ def eval_(
     split = (r.replay.config.get("selection") or {}).get("split", "")
     if split.startswith("calibrated"):
         notes.append(f"dip split {split}")
+    trained_on = (r.replay.config.get("selection") or {}).get("trained_on")
+    if trained_on:  # dejavu's predictors
+        notes.append(f"predictors trained on tokens {trained_on['tokens'][0]}-{trained_on['tokens'][1]}")
     if pruned:
         cal = _json.loads((Path(pruned) / "manifest.json").read_text()).get("calibration", {})
         notes.append(f"static masks calibrated on {cal.get('tokens', cal)}")
+    if t.get("lora"):
+        a, b = t["lora"]["trained_on"]["tokens"]
+        notes.append(f"LoRA adapters trained on tokens {a}-{b}")
     click.echo(
         printable(
             f"perplexity {r.perplexity:.3f} over {r.tokens_scored} predicted tokens of {t['source']} "
@@ -387,6 +405,21 @@ def eval_(
             + (f"; calibration text disjoint from them: {'; '.join(notes)}" if notes else "; no calibration text used")
         )
     )
+    if t.get("lora"):
+        from simcore.units import format_bytes
+
+        lo = t["lora"]
+        how = (
+            "merged into the weights: no extra bytes"
+            if lo["merged"]
+            else f"unmerged: {format_bytes(lo['adapter_bytes'])} resident in DRAM (fp16) and read every token"
+        )
+        click.echo(
+            printable(
+                f"adapter  LoRA {lo['path']} ({lo['method']} rho={lo['density']:g}, rank {lo['rank']}, "
+                f"{lo['steps']} steps), {how}"
+            )
+        )
     click.echo(printable(replay_table(r.replay)))
     if "fidelity" in result:
         f = result["fidelity"]
@@ -549,6 +582,7 @@ def info(trace, verify):
 from simcore.flash.layout import layout_command  # noqa: E402
 from simcore.flash.probe import probe_flash  # noqa: E402
 from simcore.frontier.command import frontier_command  # noqa: E402
+from simcore.predictor.command import train_predictor_command  # noqa: E402
 from simcore.prune.command import prune_command  # noqa: E402
 from simcore.report.command import report_command  # noqa: E402
 
@@ -557,6 +591,7 @@ cli.add_command(prune_command)
 cli.add_command(probe_flash)
 cli.add_command(layout_command)
 cli.add_command(frontier_command)
+cli.add_command(train_predictor_command)
 
 
 def _add_optional_commands() -> None:
@@ -565,6 +600,9 @@ def _add_optional_commands() -> None:
     except ImportError:
         return
     cli.add_command(trace_command)
+    from simcore.finetune.command import finetune_command
+
+    cli.add_command(finetune_command)
 
 
 _add_optional_commands()

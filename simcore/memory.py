@@ -54,6 +54,7 @@ class MemoryPlan:
     mlp_total: float  # all MLP weights of the model
     mlp_cache: float  # DRAM left for the MLP cache, all layers
     kinds: tuple[KindPlan, ...]
+    aux_resident: float = 0.0  # auxiliary modules (unmerged LoRA adapters, predictors), within static_resident
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,22 +98,26 @@ def plan(
     kind_shares: tuple[float, ...] | None = None,
     cache: bool = True,
     mlp_bytes_per_weight: float | None = None,
+    aux_bytes: float = 0.0,
 ) -> MemoryPlan:
     """Lay out DRAM for a model, a method's unit kinds and a budget.
 
     The MLP cache (budget - static part) is split uniformly over layers and, within a layer,
     between unit kinds in proportion to their weight bytes unless ``kind_shares`` (one weight per
     kind, normalised here) says otherwise. ``cache=False`` (policy none) gives every kind capacity 0.
+    ``aux_bytes``: auxiliary modules (unmerged LoRA adapters) resident in DRAM and read whole every token;
+    the selection's own (``selection.aux_bytes``: dejavu's predictors) are added to them.
     """
+    aux_bytes = aux_bytes + selection.aux_bytes
     bpw = quant.bytes_per_weight
     sp = shape.static_params
     kv = kv_cache_bytes(shape, context, quant)
     weights = sp.attention + sp.embedding + sp.lm_head + sp.other
-    static_resident = weights * bpw + sp.norms * NORM_BYTES + kv
+    static_resident = weights * bpw + sp.norms * NORM_BYTES + kv + aux_bytes
     # read per token: all resident weights but the embedding table, of which one row (when tied, the
     # LM head is the embedding table and is read whole), plus norms and the whole KV cache
     head = sp.embedding if shape.tied else sp.lm_head + shape.d
-    static_read = (sp.attention + sp.other + head) * bpw + sp.norms * NORM_BYTES + kv
+    static_read = (sp.attention + sp.other + head) * bpw + sp.norms * NORM_BYTES + kv + aux_bytes
     mlp_bpw = bpw if mlp_bytes_per_weight is None else mlp_bytes_per_weight
     mlp_total = shape.n_layers * shape.mlp_params_per_layer * mlp_bpw
     mlp_cache = dram_budget - static_resident
@@ -137,4 +142,4 @@ def plan(
         unit_bytes = k.weights_per_unit * mlp_bpw
         cap = int(per_layer * share / sum(shares) // unit_bytes) if cache else 0
         kinds.append(KindPlan(k.name, k.n_units, unit_bytes, min(cap, k.n_units)))
-    return MemoryPlan(dram_budget, static_resident, kv, static_read, mlp_total, mlp_cache, tuple(kinds))
+    return MemoryPlan(dram_budget, static_resident, kv, static_read, mlp_total, mlp_cache, tuple(kinds), aux_bytes)

@@ -11,7 +11,7 @@ from simcore.errors import ConfigError
 from simcore.models import preset
 
 SHAPE = preset("mistral7b")
-BUILT_IN = ["dense", "glu", "gate", "up", "cats", "dip", "dip-ca"]
+BUILT_IN = ["dense", "glu", "gate", "up", "cats", "dejavu", "dip", "dip-ca"]
 
 
 def density_of(selection) -> float:
@@ -106,7 +106,7 @@ def test_cats_threshold_keeps_the_asked_fraction():
 
 
 def test_unknown_methods_and_files_without_resolve_are_one_line_errors(tmp_path):
-    with pytest.raises(ConfigError, match="unknown method 'magic'; choose one of: cats, dense"):
+    with pytest.raises(ConfigError, match="unknown method 'magic'; choose one of: cats, dejavu, dense"):
         methods.load("magic")
     bad = tmp_path / "nothing.py"
     bad.write_text("x = 1\n")

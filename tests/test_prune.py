@@ -284,8 +284,8 @@ def test_bad_sparsity_is_config_error(bad):
 
 
 def test_bad_inputs_are_config_errors(model):
-    with pytest.raises(ConfigError, match="wanda or --method dass"):
-        prune_model(model, "sparsegpt", "0.5", token_ids=TOKENS)
+    with pytest.raises(ConfigError, match="wanda, dass or sparsegpt"):
+        prune_model(model, "magnitude", "0.5", token_ids=TOKENS)
     with pytest.raises(ConfigError, match="alpha"):
         prune_model(model, "dass", "0.5", alpha=0, token_ids=TOKENS)
     with pytest.raises(ConfigError, match="overlap"):

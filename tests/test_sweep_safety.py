@@ -223,10 +223,13 @@ def test_the_key_changes_with_every_input_file(tmp_path, monkeypatch):
     (tmp_path / "cal").mkdir()
     monkeypatch.setenv("SIMCORE_CALIBRATION", str(tmp_path / "cal"))
     files = {
-        "trace": (tmp_path / "t" / "trace.json", '{"model": {"name": "smollm2-135m"}, "created": 1}'),
+        "trace": (
+            tmp_path / "t" / "trace.json",
+            '{"model": {"name": "smollm2-135m"}, "created": 1, "extra": {"text_sha256": "' + "ab" * 32 + '"}}',
+        ),
         "device": (tmp_path / "dev.yaml", "name: dev\ndram_bw_gbps: 60\nflash_bw_gbps: 1\n"),
         "pruned": (tmp_path / "p" / "manifest.json", '{"model": "smollm2-135m"}'),
-        "calibration": (tmp_path / "cal" / "smollm2-135m.json", '{"splits": []}'),
+        "calibration": (tmp_path / "cal" / f"smollm2-135m--{'ab' * 8}.json", '{"splits": []}'),  # of the trace's text
     }
     for path, text in files.values():
         path.write_text(text)

@@ -261,10 +261,19 @@ def test_columns_are_parsed_in_canonical_order_and_checked():
 
 
 def test_methods_a_trace_can_serve_follow_from_its_columns():
-    assert methods_served(("x", "h"), SHAPE) == ["dense", "glu", "dip", "dip-ca"]  # display order
-    assert methods_served(("x", "h", "gate"), SHAPE) == ["dense", "glu", "gate", "cats", "dip", "dip-ca"]
-    assert methods_served(("x", "h", "up"), SHAPE) == ["dense", "glu", "up", "dip", "dip-ca"]
-    assert methods_served(("x", "h", "gate", "up"), SHAPE) == ["dense", "glu", "gate", "up", "cats", "dip", "dip-ca"]
+    assert methods_served(("x", "h"), SHAPE) == ["dense", "glu", "dejavu", "dip", "dip-ca"]  # display order
+    assert methods_served(("x", "h", "gate"), SHAPE) == ["dense", "glu", "gate", "cats", "dejavu", "dip", "dip-ca"]
+    assert methods_served(("x", "h", "up"), SHAPE) == ["dense", "glu", "up", "dejavu", "dip", "dip-ca"]
+    assert methods_served(("x", "h", "gate", "up"), SHAPE) == [
+        "dense",
+        "glu",
+        "gate",
+        "up",
+        "cats",
+        "dejavu",
+        "dip",
+        "dip-ca",
+    ]
 
 
 def test_synth_columns_records_only_those_and_info_lists_the_methods(tmp_path, capsys):
@@ -275,7 +284,7 @@ def test_synth_columns_records_only_those_and_info_lists_the_methods(tmp_path, c
     assert r._open(0).schema_arrow.names == ["token_id", "position", "x", "h"]
     code, out, err = run_cli(["info", tmp_path / "t"], capsys)
     info = json.loads(out)
-    assert code == 0 and info["methods"] == ["dense", "glu", "dip", "dip-ca"] and "checksums" not in info
+    assert code == 0 and info["methods"] == ["dense", "glu", "dejavu", "dip", "dip-ca"] and "checksums" not in info
 
 
 def test_replaying_a_method_whose_column_is_missing_names_the_column_and_the_methods(tmp_path, capsys):
@@ -285,7 +294,7 @@ def test_replaying_a_method_whose_column_is_missing_names_the_column_and_the_met
             ["replay", "--trace", tmp_path / "t", "--method", method, "--density", "0.8", "--dram", "1MB"], capsys
         )
         assert code == 2 and len(err.strip().splitlines()) == 1, err
-        assert f"column '{column}'" in err and "dense, glu, dip, dip-ca" in err, err
+        assert f"column '{column}'" in err and "dense, glu, dejavu, dip, dip-ca" in err, err
     with pytest.raises(TraceError, match="method gate needs column 'gate', which trace .* does not hold"):
         TraceReader(tmp_path / "t").check_columns(("x", "gate"), "method gate")
 

@@ -154,7 +154,7 @@ def test_columns_x_h_records_only_x_and_h(tmp_path):
             model=model, token_ids=ids, tokens=32, seq_len=16, out=tmp_path / family, progress=False, columns="x,h"
         )
         r = TraceReader(path)
-        assert r.meta.columns == ["x", "h"] and r.methods() == ["dense", "glu", "dip", "dip-ca"]
+        assert r.meta.columns == ["x", "h"] and r.methods() == ["dense", "glu", "dejavu", "dip", "dip-ca"]
         assert r._open(1).schema_arrow.names == ["token_id", "position", "x", "h"]
         full = trace_model(model=model, token_ids=ids, tokens=32, seq_len=16, out=tmp_path / "all", progress=False)
         for layer in range(N_LAYERS):

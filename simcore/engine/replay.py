@@ -14,7 +14,8 @@ import sys
 
 import numpy as np
 
-from simcore import __version__
+from simcore import __version__, methods
+from simcore.calibration import provenance
 from simcore.engine import flash
 from simcore.engine import layout as layout_file
 from simcore.engine.result import ReplayResult
@@ -23,6 +24,7 @@ from simcore.engine.settings import (
     ReplayConfig,
     Setting,
     config_of,
+    method_options,
     neutral,
     resolve_setting,
     resolve_trace_path,
@@ -67,14 +69,19 @@ def replay_drams(
             "drop one of --trace/--model or trace that model"
         )
     n_use = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
+    notes = []
+    if cfg.tokens is None:
+        n_use = _before_calibration(cfg, reader, n_use, notes)
     setting = resolve_setting(cfg, shape, drams, reader.text_use(0, n_use))
+    if setting.selection.threshold is not None:  # thresholds calibrated on the trace's first tokens: say which
+        use = reader.text_use(0, min(setting.selection.calib_tokens, reader.n_tokens))
+        setting.selection.detail["thresholds_from"] = provenance(shape.name, use.name, use.sha256, use.first, use.end)
     kinds = setting.selection.kinds
     reader.check_columns(
         sorted({k.score for k in kinds if k.score} | ({"h"} if any(k.mass for k in kinds) else set())),
         f"method {cfg.method}",
     )
-    T = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
-    notes = []
+    T = n_use
     if cfg.tokens is not None and cfg.tokens > reader.n_tokens:
         notes.append(f"--tokens {cfg.tokens} is more than the trace's {reader.n_tokens} tokens; replayed all {T}")
     if T == 0:
@@ -223,6 +230,26 @@ def _flash_reads(cfg: ReplayConfig, reader: TraceReader, setting: Setting, T: in
     return T, flash_read_specs(setting, reader.model, cfg.flash_bundle, layout)
 
 
+def _before_calibration(cfg: ReplayConfig, reader: TraceReader, T: int, notes: list) -> int:
+    """Tokens to replay when the method's masks come from an artefact calibrated on later tokens of this
+    trace's text (``methods.calibrated_on``: dejavu's predictors): those before them, with a note, as for
+    layouts (an overlap that remains is the method's error)."""
+    prov = methods.calibrated_on(cfg.method, method_options(cfg))
+    if prov is None:
+        return T
+    use = reader.text_use(0, T)
+    a = int(prov["tokens"][0]) - use.first  # the artefact's first token, in this trace
+    sha = prov.get("text_sha256")
+    same = sha == use.sha256 if sha is not None and use.sha256 is not None else prov.get("text") == use.name
+    if same and 0 < a < T:
+        notes.append(
+            f"replayed tokens [0, {a}): method {cfg.method} applies what was calibrated on later tokens of this "
+            f"text, [{a}, {int(prov['tokens'][1]) - use.first}) of the trace (give --tokens to choose)"
+        )
+        return a
+    return T
+
+
 def flash_read_specs(setting: Setting, shape, bundle: bool = False, layout: layout_file.Layout | None = None):
     """``reads(layer, kind index)`` -> that kind's ``flash.ReadSpec`` under the curve model: unit bytes
     (memory plan), the device's page and curve, the unit positions (``layout``; None: stored order) and
@@ -298,7 +325,7 @@ def _layer_sims(
         if nb <= 0:
             break
         for kind, sim in zip(kinds, sims):
-            scores = batch[kind.score][:nb] if kind.score else np.empty((nb, 0), np.float16)
+            scores = kind.scores(layer, batch[kind.score][:nb]) if kind.score else np.empty((nb, 0), np.float16)
             sim.feed(scores, batch["h"][:nb] if kind.mass else None, t0)
         t0 += nb
         if bar is not None:

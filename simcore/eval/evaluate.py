@@ -59,13 +59,29 @@ def _f16(t) -> np.ndarray:
     return t.detach().to(torch.float32).abs().clamp_(max=FP16_MAX).to(torch.float16).cpu().numpy()
 
 
-class _MaskedMLP:
-    """Replaces one MLP's forward: masks from the layer's KindSims, applied to the real weights."""
+class MaskedMLP:
+    """Replaces one MLP's forward: masks from the layer's KindSims, applied to the real weights.
 
-    def __init__(self, mlp: Any, sims: list[KindSim], kinds, state: dict, record: list | None):
+    The masks are computed from detached magnitudes (not differentiable); the values they keep carry the
+    gradient, so ``simcore finetune`` trains adapters through this same forward. Masks go to the
+    activations' device."""
+
+    def __init__(self, mlp: Any, sims: list[KindSim], kinds, state: dict, record: list | None, layer: int = 0):
         self.mlp, self.sims, self.kinds, self.state, self.record = Mlp.of(mlp), sims, kinds, state, record
+        self.layer = layer  # the decoder layer, for kinds whose scores are computed per layer (KindSpec.scores)
 
     def __call__(self, x):
+        """``x`` (B, P + T_w, d); its first ``state["prefix"]`` positions P (a BOS fed before the window,
+        ``simcore.trace.text.model_inputs``) go through the dense MLP, unseen by the masks and the cache."""
+        p = self.state.get("prefix", 0)
+        if not p:
+            return self._masked(x)
+        import torch
+
+        g, u = self.mlp.gate_up(x[:, :p])
+        return torch.cat([self.mlp.down(self.mlp.act(g) * u), self._masked(x[:, p:])], dim=1)
+
+    def _masked(self, x):
         import torch
 
         t0 = self.state["t0"]
@@ -76,7 +92,7 @@ class _MaskedMLP:
             i = names.index("input")
             mask = np.zeros((T_w, self.kinds[i].n_units), np.bool_)
             self.sims[i].feed(_f16(xs), None, t0, masks=mask)
-            xs = xs * torch.from_numpy(mask).to(xs.dtype)
+            xs = xs * torch.from_numpy(mask).to(device=xs.device, dtype=xs.dtype)
             if self.record is not None:
                 self.record[i].append(mask)
         g, u = self.mlp.gate_up(xs)
@@ -90,8 +106,9 @@ class _MaskedMLP:
                 sim.feed(np.empty((T_w, 0), np.float16), None, t0)
                 continue
             mask = np.zeros((T_w, kind.n_units), np.bool_)
-            sim.feed(_f16(source[kind.score]), _f16(h) if kind.mass else None, t0, masks=mask)
-            h = h * torch.from_numpy(mask).to(h.dtype)
+            scores = kind.scores(self.layer, _f16(source[kind.score]))
+            sim.feed(scores, _f16(h) if kind.mass else None, t0, masks=mask)
+            h = h * torch.from_numpy(mask).to(device=h.device, dtype=h.dtype)
             if self.record is not None:
                 self.record[names.index(kind.name)].append(mask)
         return self.mlp.down(h).reshape(*x.shape[:-1], -1)
@@ -109,26 +126,30 @@ def _reads_of(sim: KindSim):
     return None if r is None else (r.requests, r.bytes_read, r.seconds)
 
 
-def _cats_thresholds(model, layers, windows, fraction: float, threshold) -> list[float]:
+def cats_thresholds(model, layers, windows, fraction: float, threshold) -> list[float]:
     """Per layer, the method's ``threshold`` (e.g. the |act(W_g x)| value above which ``fraction`` of
-    the calibration values lie, ``methods.cats.threshold``) over the calibration windows."""
+    the calibration values lie, ``methods.cats.threshold``) over the calibration windows (their text
+    tokens: a BOS fed before a window, ``simcore.trace.text.model_inputs``, is left out)."""
     import torch
+
+    from simcore.trace.text import model_inputs
 
     values: list[list[np.ndarray]] = [[] for _ in layers]
     handles = []
+    prefix = [0]  # the BOS positions before the current window
     for i, layer in enumerate(layers):
         mlp = Mlp.of(layer.mlp)
 
         def hook(_m, args, _out, i=i, mlp=mlp):
-            x = args[0].reshape(-1, args[0].shape[-1])
+            x = args[0][:, prefix[0] :].reshape(-1, args[0].shape[-1])
             g = mlp.gate_up(x)[0]
             values[i].append(_f16(mlp.act(g)).astype(np.float64).ravel())
 
         handles.append(mlp.module.register_forward_hook(hook))
     try:
         with torch.inference_mode():
-            for ids in windows:
-                model(input_ids=torch.from_numpy(np.asarray(ids, np.int64))[None], use_cache=False)
+            for fed, prefix[0] in model_inputs(windows):
+                model(input_ids=torch.from_numpy(fed)[None], use_cache=False)
     finally:
         for h in handles:
             h.remove()
@@ -214,6 +235,8 @@ def evaluate(
     progress: bool = False,
     record_masks: bool = False,
     pruned: str | None = None,
+    lora: str | None = None,
+    lora_merge: bool = True,
     **settings,
 ) -> EvalResult:
     """Perplexity of ``model`` with ``config``'s method, policy and device in the loop.
@@ -225,11 +248,14 @@ def evaluate(
         config / settings: a ReplayConfig or its fields (method, density, gamma, policy, device, dram, ...).
         text, dataset: the text source (the tracer's); ``tokens`` from ``offset`` are scored in windows
             of ``seq_len``; cats calibrates on ``calib_tokens`` from ``calib_offset`` (must not overlap).
-        pruned: a ``simcore prune`` output directory: its static masks are applied to the model's
-            weights (in place) before the dynamic method runs on top of them.
+        pruned: a ``simcore prune`` output directory: its static masks (and, for sparsegpt, its updated
+            kept weights) are applied to the model's weights (in place) before the dynamic method runs.
+        lora, lora_merge: a ``simcore finetune`` output directory: its adapters are loaded onto the model
+            (in place), merged into the weights (no extra bytes) or kept beside them (resident in DRAM and
+            read every token, counted in the memory plan); ``simcore.finetune.adapters``.
     Returns an EvalResult whose ``replay`` holds the exact cache metrics of the scored run.
     """
-    from simcore.trace.text import load_text, token_windows
+    from simcore.trace.text import bos_record, load_text, model_inputs, token_windows
 
     cfg = config_of(config, settings)
     if pruned is not None:
@@ -238,6 +264,11 @@ def evaluate(
     check_counts(tokens, seq_len, offset, calib_tokens, calib_offset)
     source = load_text(text=text, dataset=dataset)
     use = TextUse(source.name, text_sha256(source.text), offset, offset + tokens)
+    if lora is not None:
+        from simcore.finetune.adapters import check_for_eval
+
+        model_name = model if isinstance(model, str) else name or getattr(model.config, "name_or_path", "") or "model"
+        lora_record, lora_warnings = check_for_eval(lora, model_name, cfg.method, cfg.density, use, pruned)
     if pruned is not None:
         _check_pruned(pruned, use)
     if isinstance(model, str) and _thresholded(check_setting(model, cfg, model_path, use).selection):
@@ -262,15 +293,24 @@ def evaluate(
         if tok is None:
             raise ConfigError("evaluate(model=<loaded model>) needs tokenizer=")
     if pruned is not None:
-        from simcore.prune.api import apply_masks, load_masks
+        from simcore.prune.api import apply_pruned
 
-        apply_masks(net, load_masks(pruned))
+        apply_pruned(net, pruned)  # masks, and the updated kept weights of methods that change them (sparsegpt)
+    lora_weights = 0  # unmerged adapter weights (merged ones add none)
+    if lora is not None:
+        from simcore.finetune.adapters import apply_lora
+
+        net, lora_weights = apply_lora(net, lora, lora_merge)
     windows = token_windows(tok, source.text, tokens, seq_len, offset)
     T = int(sum(len(w) for w in windows))
     if T < tokens:
         raise ConfigError(f"the text has only {offset + T} tokens; lower --tokens or --offset")
     shape = model_shape(net, name)
     setting = resolve_setting(cfg, shape, [cfg.dram], use)
+    if lora_weights:  # unmerged adapters are resident and read every token: the MLP cache gets less
+        from simcore.finetune.adapters import plan_with_adapters
+
+        setting.mems = [plan_with_adapters(setting, cfg, shape, lora_weights)]
     selection, mem = setting.selection, setting.mems[0]
     layers = decoder_layers(net)
     thresholds = [0.0] * len(layers)
@@ -278,7 +318,7 @@ def evaluate(
         check_calibration_overlap(tokens, offset, calib_tokens, calib_offset)
         calib = token_windows(tok, source.text, calib_tokens, seq_len, calib_offset)
         frac = selection.fractions[[k.mode for k in selection.kinds].index("threshold")]
-        thresholds = _cats_thresholds(net, layers, calib, frac, selection.threshold)
+        thresholds = cats_thresholds(net, layers, calib, frac, selection.threshold)
     state = {"t0": 0}
     sims: list[list[KindSim]] = []
     originals = []
@@ -300,7 +340,9 @@ def evaluate(
         ]
         sims.append(row)
         originals.append(layer.mlp.forward)
-        layer.mlp.forward = _MaskedMLP(layer.mlp, row, selection.kinds, state, recorded[li] if record_masks else None)
+        layer.mlp.forward = MaskedMLP(
+            layer.mlp, row, selection.kinds, state, recorded[li] if record_masks else None, layer=li
+        )
     nll, n_pred = 0.0, 0
     start = time.perf_counter()
     try:
@@ -310,15 +352,17 @@ def evaluate(
 
             bar = tqdm(total=T, unit="tok", desc=f"eval {cfg.method}", file=sys.stderr, leave=False)
         with torch.inference_mode():
-            for ids in windows:
-                ids_t = torch.from_numpy(np.asarray(ids, np.int64))
+            for fed, state["prefix"] in model_inputs(windows):  # a BOS prefix: dense, unmasked, not cached
+                ids_t = torch.from_numpy(fed)
                 logits = net(input_ids=ids_t[None], use_cache=False).logits[0]
-                if len(ids) > 1:
+                if len(ids_t) > 1:  # every text token with context: with a BOS prefix, the window's first too
                     nll += float(F.cross_entropy(logits[:-1].float(), ids_t[1:], reduction="sum"))
-                    n_pred += len(ids) - 1
-                state["t0"] += len(ids)
+                    n_pred += len(ids_t) - 1
+                t_w = len(ids_t) - state["prefix"]
+                state["t0"] += t_w
                 if bar is not None:
-                    bar.update(len(ids))
+                    bar.update(t_w)
+            state["prefix"] = 0
         if bar is not None:
             bar.close()
     finally:
@@ -330,6 +374,8 @@ def evaluate(
         per_layer.append([(*_finished(s), _reads_of(s)) for s in row])
     info = {"trace": f"eval:{name}", "trace_source": source.name, "trace_tokens": T}
     result = summarise_layers(cfg, shape, setting, [cfg.dram], per_layer, T, info)[0]
+    if lora is not None:
+        result.config["warnings"] = [*result.warnings, *lora_warnings]
     if not n_pred:
         raise ConfigError(f"no token was scored: every window of {seq_len} tokens holds a single token")
     ppl = float(np.exp(nll / n_pred))
@@ -338,12 +384,26 @@ def evaluate(
         "text_sha256": use.sha256,
         "eval_tokens": [offset, offset + T],
         "seq_len": seq_len,
+        **bos_record(windows),  # BOS fed before each window (not scored, masked or cached), when the tokenizer adds one
         "calibration_tokens": [calib_offset, calib_offset + calib_tokens] if _thresholded(selection) else None,
         "calibration": provenance(shape.name, source.name, use.sha256, calib_offset, calib_offset + calib_tokens)
         if _thresholded(selection)
         else None,
         "disjoint": True,
         "pruned": str(pruned) if pruned else None,
+        "lora": None
+        if lora is None
+        else {
+            "path": str(lora),
+            "merged": bool(lora_merge),
+            "method": lora_record["method"],
+            "density": lora_record["density"],
+            "rank": lora_record["rank"],
+            "steps": lora_record.get("steps_done"),
+            "adapter_weights": lora_weights,
+            "adapter_bytes": mem.aux_resident - selection.aux_bytes,  # the adapters' share of the aux bytes
+            "trained_on": lora_record["provenance"],
+        },
     }
     masks = None
     if recorded is not None:

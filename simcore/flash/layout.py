@@ -395,7 +395,7 @@ def _layer(plan: _Plan, layer: int):
         if nb <= 0:
             break
         for kind, sim, mc, mh in zip(plan.kinds, sims, cal, held):
-            scores = batch[kind.spec.score]
+            scores = kind.spec.scores(layer, batch[kind.spec.score])
             for (a, b), out in (((c0, c1), mc), ((h0, h1), mh)):
                 lo, hi = max(a, t0), min(b, t0 + nb)
                 if lo < hi:

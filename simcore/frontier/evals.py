@@ -124,7 +124,7 @@ def mask_identity(setting, cfg, inputs: dict) -> dict:
         "density": setting.density,
         "options": setting.options.model_dump() if setting.options is not None else None,
         "fractions": list(sel.fractions),
-        "kinds": [dataclasses.asdict(k) for k in sel.kinds],
+        "kinds": [{f: v for f, v in dataclasses.asdict(k).items() if f != "score_fn"} for k in sel.kinds],
         "detail": sel.detail,
         "cache_dependent": bool(setting.cache_dependent),
         "pruned": inputs.get("pruned"),

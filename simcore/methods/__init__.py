@@ -96,6 +96,13 @@ def resolve(
     return selection
 
 
+def calibrated_on(name: str, opts: MethodOptions) -> dict | None:
+    """The provenance ({model, text, text_sha256, tokens}) of the calibrated artefact method ``name``
+    applies under its options ``opts`` (the module's ``calibrated_on``), or None."""
+    custom = getattr(load(name), "calibrated_on", None)
+    return custom(opts) if callable(custom) else None
+
+
 def display(name: str) -> Display:
     """How reports show method ``name`` (a name they do not know is shown as itself, last)."""
     try:
@@ -135,6 +142,7 @@ __all__ = [
     "Reweight",
     "Selection",
     "available",
+    "calibrated_on",
     "describe",
     "display",
     "load",

@@ -10,7 +10,10 @@ module defines:
   help; ``json_schema_extra={"neutral": v}`` names the value at which an option has no effect, which
   other methods then accept in a grid); :class:`NoOptions` when it has none;
 * ``DISPLAY``: a :class:`Display` (label, colour and order in reports);
-* optionally ``row_label(row) -> str``, a report's line label for a results row (default: the label).
+* optionally ``row_label(row) -> str``, a report's line label for a results row (default: the label);
+* optionally ``calibrated_on(options) -> dict | None``: the provenance (``simcore.calibration.provenance``)
+  of a calibrated artefact the masks come from (dejavu's predictors), so that replay stops before the
+  tokens it was calibrated on, as it does for layouts.
 
 MLP density rho = fraction of one layer's MLP weight bytes used per token; the three matrices
 W_u, W_g, W_d each hold d * d_int weights, so a kind covering ``m`` matrices' worth of weights
@@ -20,7 +23,7 @@ contributes ``m/3 * fraction_selected`` to rho.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -86,6 +89,9 @@ class KindSpec:
         score: trace column whose magnitudes rank the units (None for mode "all").
         reweight: cache-aware re-weighting of the scores (None: the mask ignores the cache).
         mass: this kind's selection is scored against |h| for the kept-mass accuracy proxy.
+        score_fn: ``score_fn(layer, magnitudes) -> scores``: the kind's scores computed from the
+            ``score`` column of one layer, float16 (T, width) -> float16 (T, n_units) >= 0 (dejavu's
+            predictors); None: the column's magnitudes rank the units themselves.
     """
 
     name: str
@@ -95,10 +101,16 @@ class KindSpec:
     score: str | None = None
     reweight: Reweight | None = None
     mass: bool = False
+    score_fn: Callable | None = field(default=None, compare=False)
 
     @property
     def cache_aware(self) -> bool:
         return self.reweight is not None
+
+    def scores(self, layer: int, magnitudes):
+        """The scores ranking this kind's units for tokens of ``layer``: float16 (T, n_units), the
+        ``score`` column's ``magnitudes`` (T, width) or what ``score_fn`` computes from them."""
+        return magnitudes if self.score_fn is None else self.score_fn(layer, magnitudes)
 
 
 @dataclass(frozen=True)
@@ -108,13 +120,15 @@ class Selection:
 
     Kinds of mode "threshold" need a per-layer threshold: ``threshold(magnitudes, fraction)`` computes
     it from the scores of the first ``calib_tokens`` tokens of a layer (replay: of the trace; eval: of
-    calibration text)."""
+    calibration text). ``aux_bytes``: auxiliary modules the method keeps resident in DRAM and reads
+    whole every token (dejavu's predictors), counted in the memory plan's resident part."""
 
     kinds: tuple[KindSpec, ...]
     fractions: tuple[float, ...]
     detail: dict
     threshold: Callable | None = None
     calib_tokens: int = 0
+    aux_bytes: float = 0.0
 
     @property
     def cache_dependent(self) -> bool:

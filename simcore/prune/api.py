@@ -9,7 +9,11 @@ sibling directory is renamed into place once complete):
   (out_features, in_features) packed with ``np.packbits`` along the last axis (see load_masks);
 * ``manifest.json``: model, method, pattern, alpha, calibration and evaluation token ranges,
   per-matrix kept fractions, dense and pruned MLP bytes (mask metadata included), and the dense
-  and pruned perplexity on the evaluation range.
+  and pruned perplexity on the evaluation range;
+* ``weights.npz`` (methods that update the weights they keep: sparsegpt): per matrix, the kept values
+  in row-major order of its mask (``w[mask]``), float16 (float32 if a value exceeds float16's range),
+  named in the manifest's ``updated_weights``; ``apply_pruned`` applies masks and values together.
+  Outputs without it (wanda, dass, older outputs) are masks only.
 """
 
 from __future__ import annotations
@@ -30,18 +34,35 @@ from simcore.errors import ConfigError
 from simcore.models import DEFAULT_MODEL, Mlp, decoder_layers
 from simcore.prune.calibrate import DEFAULT_CALIB_OFFSET, LayerNorms, collect_norms, perplexity
 from simcore.prune.patterns import Pattern, keep_mask, metadata_bits, parse_sparsity, pruned_bytes
-from simcore.trace.text import load_text, split_windows, tokenize
+from simcore.trace.text import bos_record, bos_token, load_text, split_windows, tokenize
 
-METHODS = ("wanda", "dass")
+METHODS = ("wanda", "dass", "sparsegpt")
 MASKS_FILE = "masks.npz"
+WEIGHTS_FILE = "weights.npz"
 MANIFEST_FILE = "manifest.json"
 
 
 def method_module(method: str) -> Any:
     """The module ``simcore.prune.<method>``; ConfigError for an unknown method."""
     if method not in METHODS:
-        raise ConfigError(f"unknown pruning method {method!r}; use --method wanda or --method dass")
+        raise ConfigError(f"unknown pruning method {method!r}; use --method wanda, dass or sparsegpt")
     return importlib.import_module(f"simcore.prune.{method}")
+
+
+def check_options(
+    method: str, pattern: Pattern, blocksize: int | None, damp: float | None
+) -> tuple[int | None, float | None]:
+    """SparseGPT's ``blocksize`` and ``damp`` resolved to their defaults and checked against ``pattern``;
+    ConfigError when either is given to a method that does not update weights (wanda, dass)."""
+    mod = method_module(method)
+    if not getattr(mod, "UPDATES_WEIGHTS", False):
+        if blocksize is not None or damp is not None:
+            raise ConfigError(f"--blocksize and --damp are SparseGPT's; {method} takes neither (drop them)")
+        return None, None
+    blocksize = mod.DEFAULT_BLOCKSIZE if blocksize is None else blocksize
+    damp = mod.DEFAULT_DAMP if damp is None else damp
+    mod.check_options(pattern, blocksize, damp)
+    return blocksize, damp
 
 
 def _matrices(model: Any) -> list[tuple[str, str, Any]]:
@@ -68,6 +89,11 @@ def compute_masks(
     Returns key ``layers.<i>.mlp.<part>`` -> bool array (out_features, in_features), True = kept.
     """
     mod = method_module(method)
+    if getattr(mod, "UPDATES_WEIGHTS", False):
+        raise ConfigError(
+            f"{method} updates the weights it keeps, so it has no masks alone; use prune_model or "
+            f"simcore.prune.{method}.prune"
+        )
     pattern = sparsity if isinstance(sparsity, Pattern) else parse_sparsity(sparsity)
     masks = {}
     for key, role, w in _matrices(model):
@@ -108,6 +134,62 @@ def load_masks(path: str | os.PathLike) -> dict[str, np.ndarray]:
     shapes = {k: tuple(v["shape"]) for k, v in manifest["matrices"].items()}
     with np.load(path / MASKS_FILE) as z:
         return {k: np.unpackbits(z[k], axis=-1, count=shapes[k][-1]).astype(bool) for k in z.files}
+
+
+def kept_values(model: Any, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The values ``model`` keeps under ``masks``, as stored in ``weights.npz``: key -> 1-D array
+    ``w[mask]`` (row-major order), float16, or float32 for all when some value exceeds float16's range."""
+    params = {key: w for key, _, w in _matrices(model)}
+    vals = {k: params[k].detach().cpu().float().numpy()[np.asarray(keep, dtype=bool)] for k, keep in masks.items()}
+    if all(np.isfinite(v.astype(np.float16)).all() for v in vals.values()):
+        return {k: v.astype(np.float16) for k, v in vals.items()}
+    return vals
+
+
+def apply_values(model: Any, masks: dict[str, np.ndarray], values: dict[str, np.ndarray]) -> int:
+    """Set, in place, every masked MLP matrix to 0 where pruned and to its stored ``values`` (1-D,
+    ``w[mask]`` order, as from ``kept_values``) where kept; returns how many weights were zeroed.
+    Raises ConfigError for a mask or a value count that does not fit."""
+    import torch
+
+    zeroed = apply_masks(model, masks)
+    params = {key: w for key, _, w in _matrices(model)}
+    with torch.no_grad():
+        for key, keep in masks.items():
+            v = values.get(key)
+            if v is None or v.size != int(np.count_nonzero(keep)):
+                have = "none" if v is None else str(v.size)
+                raise ConfigError(
+                    f"updated weights of {key}: {have} values for {int(np.count_nonzero(keep))} kept weights; "
+                    "the pruned output is damaged, re-create it with `simcore prune`"
+                )
+            w = params[key]
+            keep_t = torch.as_tensor(np.asarray(keep, dtype=bool), device=w.device)
+            w[keep_t] = torch.as_tensor(np.asarray(v)).to(device=w.device, dtype=w.dtype)
+    return zeroed
+
+
+def load_values(path: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """The updated kept values of a ``simcore prune`` output (``weights.npz``), or None for an output
+    of masks only (wanda, dass, and outputs written before simcore stored updated weights)."""
+    path = Path(path)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    entry = manifest.get("updated_weights")
+    if not entry:
+        return None
+    file = path / entry["file"]
+    if not file.is_file():
+        raise ConfigError(f"{path} names updated weights in {entry['file']}, which is missing; re-run `simcore prune`")
+    with np.load(file) as z:
+        return {k: z[k] for k in z.files}
+
+
+def apply_pruned(model: Any, path: str | os.PathLike) -> int:
+    """Apply a ``simcore prune`` output to ``model`` in place: its masks and, when it carries them,
+    its updated kept weights (sparsegpt); returns how many weights were zeroed."""
+    masks = load_masks(path)
+    values = load_values(path)
+    return apply_masks(model, masks) if values is None else apply_values(model, masks, values)
 
 
 def mask_accounting(
@@ -163,7 +245,9 @@ def check_out(out: Path) -> None:
     check_output(out)
 
 
-def _write_atomically(out: Path, masks: dict[str, np.ndarray], manifest: dict) -> None:
+def _write_atomically(
+    out: Path, masks: dict[str, np.ndarray], manifest: dict, values: dict[str, np.ndarray] | None = None
+) -> None:
     from simcore.results import output_error, strict_json
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -173,6 +257,8 @@ def _write_atomically(out: Path, masks: dict[str, np.ndarray], manifest: dict) -
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         np.savez_compressed(tmp / MASKS_FILE, **{k: np.packbits(v, axis=-1) for k, v in masks.items()})
+        if values is not None:
+            np.savez(tmp / WEIGHTS_FILE, **values)
         (tmp / MANIFEST_FILE).write_text(strict_json(manifest, indent=2) + "\n")
         if out.exists():
             out.rename(old)
@@ -213,6 +299,8 @@ def prune_model(
     tokenizer: Any = None,
     token_ids: np.ndarray | None = None,
     log: Any = None,
+    blocksize: int | None = None,
+    damp: float | None = None,
 ) -> Path:
     """Statically prune a model's MLP weights and write the masks and manifest; returns the directory.
 
@@ -220,8 +308,8 @@ def prune_model(
         model: alias (e.g. ``smollm2-135m``), Hugging Face id, local path, or a loaded
             ``transformers`` causal LM (then give ``tokenizer`` or ``token_ids``; its weights are
             restored after the pruned evaluation).
-        method: ``wanda`` or ``dass``; sparsity: ``"0.5"`` (pruned fraction), ``"2:4"`` or ``"4:8"``.
-        alpha: DaSS's neuron-norm exponent for gate/up weights (> 0; ignored by wanda).
+        method: ``wanda``, ``dass`` or ``sparsegpt``; sparsity: ``"0.5"`` (pruned fraction), ``"2:4"`` or ``"4:8"``.
+        alpha: DaSS's neuron-norm exponent for gate/up weights (> 0; ignored by wanda and sparsegpt).
         calib_tokens, calib_offset: calibration tokens ``[calib_offset, calib_offset + calib_tokens)``.
         eval_tokens, eval_offset: evaluation tokens for the dense/pruned perplexity; must not
             overlap the calibration range.
@@ -231,11 +319,14 @@ def prune_model(
         model_path, text, dataset, allow_download, progress: as for ``simcore trace``.
         token_ids: int array (N,) used instead of text (indexed by the same offsets).
         log: callable taking one line of progress text (e.g. ``click.echo``), or None.
+        blocksize, damp: SparseGPT's column block size (default 128) and Hessian dampening (default
+            0.01 of the mean diagonal); an error with the other methods.
 
     Raises ConfigError for anything the user can fix, before the model is loaded where possible.
     """
     mod = method_module(method)
     pattern = parse_sparsity(sparsity)
+    blocksize, damp = check_options(method, pattern, blocksize, damp)
     if mod.NEEDS_ALPHA and not (alpha is not None and alpha > 0):
         raise ConfigError(f"--alpha must be > 0, got {alpha}; the DaSS paper uses 0.5")
     for flag, v, lo in (
@@ -295,23 +386,32 @@ def prune_model(
             raise ConfigError("a model object needs a tokenizer (or token_ids) to prune on text")
         return tokenize(tok, src.text, n, offset)
 
-    calib_windows = split_windows(ids_for(calib_offset, calib_tokens), seq_len)
-    eval_windows = split_windows(ids_for(eval_offset, eval_tokens), seq_len)
-    say(f"calibrating {name} on tokens [{calib_range[0]}, {calib_range[1]}) ...")
-    norms = collect_norms(lm, calib_windows)
-    masks = compute_masks(lm, norms, method, pattern, alpha)
-    per, totals = mask_accounting(masks, pattern, weight_bits)
+    bos = bos_token(tok)  # fed before every window, when the tokenizer adds one (simcore.trace.text)
+    calib_windows = split_windows(ids_for(calib_offset, calib_tokens), seq_len, bos)
+    eval_windows = split_windows(ids_for(eval_offset, eval_tokens), seq_len, bos)
+    updates = getattr(mod, "UPDATES_WEIGHTS", False)  # sparsegpt prunes in place, after the dense perplexity
+    values = None
+    if not updates:
+        say(f"calibrating {name} on tokens [{calib_range[0]}, {calib_range[1]}) ...")
+        masks = compute_masks(lm, collect_norms(lm, calib_windows), method, pattern, alpha)
     say(f"evaluating dense and pruned perplexity on tokens [{eval_range[0]}, {eval_range[1]}) ...")
     dense_ppl, n_pred = perplexity(lm, eval_windows)
     saved = None if owned else {k: w.detach().clone() for k, _, w in _matrices(lm)}
     try:
-        apply_masks(lm, masks)
+        if updates:
+            say(f"pruning {name} layer by layer, calibrated on tokens [{calib_range[0]}, {calib_range[1]}) ...")
+            masks = mod.prune(lm, calib_windows, pattern, blocksize, damp, progress)
+            values = kept_values(lm, masks)
+            apply_values(lm, masks, values)  # the stored precision: eval --pruned scores these very weights
+        else:
+            apply_masks(lm, masks)
         pruned_ppl, _ = perplexity(lm, eval_windows)
     finally:
         if saved is not None:
             with torch.no_grad():
                 for k, _, w in _matrices(lm):
                     w.copy_(saved[k])
+    per, totals = mask_accounting(masks, pattern, weight_bits)
     source = "token ids" if src is None else src.name
     manifest = {
         "model": name,
@@ -328,15 +428,33 @@ def prune_model(
             "tokens": list(calib_range),
             "seq_len": seq_len,
         },
-        "evaluation": {"source": source, "tokens": list(eval_range), "seq_len": seq_len, "predicted": n_pred},
+        "evaluation": {
+            "source": source,
+            "tokens": list(eval_range),
+            "seq_len": seq_len,
+            "predicted": n_pred,
+            **bos_record(eval_windows),
+        },
         "perplexity": {"dense": dense_ppl, "pruned": pruned_ppl},
         "bytes": totals,
         "matrices": per,
         "seconds": round(time.perf_counter() - start, 3),
         "torch_version": torch.__version__,
     }
+    if values is not None:
+        manifest["updated_weights"] = {
+            "file": WEIGHTS_FILE,
+            "dtype": str(next(iter(values.values())).dtype),
+            "layout": "per matrix, the kept values w[mask] in row-major order of its mask",
+        }
+        manifest["sparsegpt"] = {
+            "blocksize": blocksize,
+            "damp": damp,
+            "hessian": "2 X X^T / T of each matrix's inputs (gate/up: x after the norm; down: h), float64",
+            "calibration_order": "sequential: layer l calibrated on inputs computed with layers < l already pruned",
+        }
     out = Path(out) if out is not None else Path("pruned") / f"{_stem(name)}-{method}-{pattern.slug}"
-    _write_atomically(out, masks, manifest)
+    _write_atomically(out, masks, manifest, values)
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from simcore.models import Mlp, decoder_layers
+from simcore.trace.text import model_inputs
 
 DEFAULT_CALIB_OFFSET = 8192  # beyond the 2,048 tokens `simcore trace` reads by default, with room to spare
 
@@ -37,6 +38,7 @@ class _SquareSums:
         self.layers = layers
         self.sums: list[dict[str, Any]] = [{} for _ in layers]
         self.handles: list[Any] = []
+        self.prefix = 0  # positions fed before the current window's text (a BOS): left out of the sums
 
     def __enter__(self) -> _SquareSums:
         for i, layer in enumerate(self.layers):
@@ -48,7 +50,7 @@ class _SquareSums:
         import torch
 
         def hook(_m: Any, args: tuple, kwargs: dict) -> None:
-            t = (args[0] if args else next(iter(kwargs.values()))).detach()
+            t = (args[0] if args else next(iter(kwargs.values()))).detach()[:, self.prefix :]
             sq = t.to(torch.float64).pow(2).reshape(-1, t.shape[-1]).sum(0)
             acc[key] = sq if key not in acc else acc[key] + sq
 
@@ -65,7 +67,9 @@ def collect_norms(model: Any, windows: list[np.ndarray]) -> list[LayerNorms]:
 
     Args:
         model: a ``transformers`` causal LM with GLU MLPs (``model.model.layers[i].mlp``).
-        windows: int token-id arrays of shape (T_w,), each one forward pass.
+        windows: int token-id arrays of shape (T_w,), each one forward pass; a
+            :class:`~simcore.trace.text.Windows` with a ``bos`` is fed with BOS before each window that
+            does not start with it (``model_inputs``), and that position is not counted.
 
     Returns one LayerNorms per decoder layer (float64 tensors on the model's device).
     """
@@ -74,8 +78,8 @@ def collect_norms(model: Any, windows: list[np.ndarray]) -> list[LayerNorms]:
     layers = decoder_layers(model)
     device = next(model.parameters()).device
     with _SquareSums(layers) as rec, torch.inference_mode():
-        for ids in windows:
-            model(input_ids=torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None], use_cache=False)
+        for fed, rec.prefix in model_inputs(windows):
+            model(input_ids=torch.as_tensor(fed, device=device)[None], use_cache=False)
     if any(len(s) < 2 for s in rec.sums):
         raise RuntimeError("calibration hooks did not fire on every layer; is this a GLU model?")
     return [LayerNorms(x=s["x"].sqrt(), h=s["h"].sqrt()) for s in rec.sums]
@@ -83,15 +87,17 @@ def collect_norms(model: Any, windows: list[np.ndarray]) -> list[LayerNorms]:
 
 def perplexity(model: Any, windows: list[np.ndarray]) -> tuple[float, int]:
     """Perplexity of ``model`` over token windows (each an independent forward pass): exp of the
-    mean next-token cross-entropy; returns (perplexity, number of predicted tokens)."""
+    mean next-token cross-entropy; returns (perplexity, number of predicted tokens). Every text token
+    with context is predicted: a window fed after a BOS (``simcore.trace.text.model_inputs``) scores
+    its first token too."""
     import torch
     import torch.nn.functional as F
 
     device = next(model.parameters()).device
     nll, n = 0.0, 0
     with torch.inference_mode():
-        for ids in windows:
-            t = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)
+        for fed, _ in model_inputs(windows):
+            t = torch.as_tensor(fed, device=device)
             if len(t) < 2:
                 continue
             logits = model(input_ids=t[None], use_cache=False).logits[0]

@@ -20,7 +20,12 @@ from simcore.errors import ConfigError
     help="Model to prune: an alias (smollm2-135m is embedded), a Hugging Face id or a local model directory.",
 )
 @click.option("--model-path", type=click.Path(), default=None, help="Local model directory or .gguf file.")
-@click.option("--method", default="wanda", show_default=True, help="Scoring method: wanda or dass.")
+@click.option(
+    "--method",
+    default="wanda",
+    show_default=True,
+    help="wanda or dass (masks from activation-scaled magnitudes), or sparsegpt (masks and updated weights).",
+)
 @click.option(
     "--sparsity",
     default="0.5",
@@ -28,6 +33,15 @@ from simcore.errors import ConfigError
     help="Pattern: a pruned fraction in (0, 1) per comparison group (e.g. 0.5), or N:M (2:4, 4:8).",
 )
 @click.option("--alpha", type=float, default=0.5, show_default=True, help="DaSS: exponent of the neuron norm.")
+@click.option(
+    "--blocksize", type=int, default=None, help="SparseGPT: columns per block of lazy updates [default: 128]."
+)
+@click.option(
+    "--damp",
+    type=float,
+    default=None,
+    help="SparseGPT: Hessian dampening, a fraction of its mean diagonal [default: 0.01].",
+)
 @click.option("--calib-tokens", type=int, default=512, show_default=True, help="Calibration tokens.")
 @click.option(
     "--calib-offset",
@@ -52,6 +66,8 @@ def prune_command(
     method,
     sparsity,
     alpha,
+    blocksize,
+    damp,
     calib_tokens,
     calib_offset,
     eval_tokens,
@@ -64,14 +80,18 @@ def prune_command(
     allow_download,
     no_progress,
 ):
-    """Statically prune the MLP weights (wanda or dass; unstructured or N:M) with calibration
-    activations; write keep-masks and a manifest, and print dense vs pruned perplexity."""
-    from simcore.prune.api import MANIFEST_FILE, method_module
+    """Statically prune the MLP weights (wanda, dass or sparsegpt; unstructured or N:M) with calibration
+    activations; write keep-masks (sparsegpt: and its updated weights) and a manifest, and print dense vs
+    pruned perplexity."""
+    from simcore.prune.api import MANIFEST_FILE, check_options, method_module
     from simcore.prune.calibrate import DEFAULT_CALIB_OFFSET
     from simcore.prune.patterns import parse_sparsity
 
-    method_module(method)  # bad input fails before torch is imported
-    parse_sparsity(sparsity)
+    mod = method_module(method)  # bad input fails before torch is imported
+    check_options(method, parse_sparsity(sparsity), blocksize, damp)
+    alpha_source = click.get_current_context().get_parameter_source("alpha")
+    if not mod.NEEDS_ALPHA and alpha_source is click.core.ParameterSource.COMMANDLINE:
+        raise ConfigError(f"--alpha is DaSS's neuron-norm exponent; {method} takes none (drop it)")
     try:
         from simcore.prune.api import prune_model
     except ImportError as e:  # pragma: no cover
@@ -89,6 +109,8 @@ def prune_command(
         method=method,
         sparsity=sparsity,
         alpha=alpha,
+        blocksize=blocksize,
+        damp=damp,
         calib_tokens=calib_tokens,
         seq_len=seq_len,
         out=out,

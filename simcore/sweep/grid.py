@@ -161,8 +161,9 @@ class Grid:
         order is stable. Raises ConfigError for a setting ReplayConfig rejects (``--tokens 0``)."""
         names = list(self.axes)
         seen, out = set(), []
+        grid_methods = set(self.axes.get("method") or [self.fixed.get("method")])
         for values in itertools.product(*(self.axes[n] for n in names)):
-            s = _normalised({**self.fixed, **dict(zip(names, values))})
+            s = _normalised({**self.fixed, **dict(zip(names, values))}, grid_methods)
             key = config_key(s)
             if key not in seen:
                 seen.add(key)
@@ -186,8 +187,10 @@ def config_key(settings: dict) -> str:
     return hashlib.sha1(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _normalised(s: dict) -> dict:
-    """Settings with the options their method ignores at their neutral values (see ``configurations``)."""
+def _normalised(s: dict, grid_methods: set | None = None) -> dict:
+    """Settings with the options their method ignores at their neutral values (see ``configurations``); an
+    option without a neutral value (dejavu's predictor) is dropped where another method of the grid
+    (``grid_methods``) owns it, and left to be refused where none does."""
     from simcore.engine.settings import OPTION_OWNERS, neutral
 
     try:
@@ -195,8 +198,11 @@ def _normalised(s: dict) -> dict:
     except SimcoreError:
         return s  # replaying it reports the unknown method
     for option in OPTION_OWNERS:
-        if option in s and option not in module.Options.model_fields and neutral(option) is not None:
-            s[option] = neutral(option)
+        if option in s and option not in module.Options.model_fields:
+            if neutral(option) is not None:
+                s[option] = neutral(option)
+            elif any(m in OPTION_OWNERS[option] for m in grid_methods or ()):
+                s.pop(option)
     if hasattr(module, "DENSITY"):
         s["density"] = module.DENSITY
     return s

@@ -11,11 +11,24 @@ Three sources (DESIGN.md, "Models that matter"):
 Nothing here downloads: a data set that is not cached is an error that says how to get it.
 Token windows are non-overlapping runs of ``seq_len`` tokens (the last may be shorter);
 ``offset`` skips the first tokens so that calibration and evaluation text stay disjoint.
+
+BOS per window. A tokenizer that prepends a BOS token (Gemma's) puts it only at token 0 of the text,
+so every later window, and every window after an offset, would start without it; models trained with
+BOS at the start of every sequence (it is Gemma's attention sink) then see text off their training
+distribution (Gemma-3-270M: perplexity 50 instead of 25 in windows of 256). :class:`Windows` carries
+the tokenizer's BOS id (:func:`bos_token`), and :func:`model_inputs` feeds each window that does not
+start with BOS with BOS prepended, as extra context that belongs to no text token: everything that
+runs a model over windows (trace, eval, calibrate, prune) goes through it and drops the prefix
+position from what it records, masks, caches or scores. Perplexity scores every text token that has
+at least one token of context, so a prefixed window's first text token is scored (predicted from
+BOS); a window that is fed as it is scores its tokens after the first, as before. A tokenizer
+without BOS (SmolLM2's) changes nothing.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,17 +152,73 @@ def tokenize(tokenizer: Any, text: str, n_tokens: int, offset: int = 0) -> np.nd
     return np.asarray(ids[offset:need], dtype=np.int64)
 
 
-def split_windows(token_ids: np.ndarray, seq_len: int) -> list[np.ndarray]:
+class Windows(list):
+    """Token windows of a text: a list of int64 arrays (T_w,) of its tokens, as :func:`split_windows`
+    cuts them, and ``bos``, the BOS id fed before each window that does not start with it (None: the
+    tokenizer prepends no BOS, windows are fed as they are). Feed them through :func:`model_inputs`.
+
+    A plain list (slice, comprehension) drops ``bos``: it is then fed without a prefix, as before."""
+
+    def __init__(self, windows: Iterable[np.ndarray] = (), bos: int | None = None):
+        super().__init__(windows)
+        self.bos = None if bos is None else int(bos)
+
+
+def bos_token(tokenizer: Any) -> int | None:
+    """The id of the BOS token ``tokenizer`` puts before a text, or None when it puts none.
+
+    Decided from the tokenizer itself: its ``bos_token_id`` is that BOS when tokenizing a short text
+    gives ids starting with it (SmolLM2 has a ``bos_token_id`` but does not add it; a tokenizer with no
+    ``bos_token_id``, e.g. a test's toy callable, adds none)."""
+    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    if bos is None:
+        return None
+    ids = tokenizer("Hello")["input_ids"]
+    return int(bos) if len(ids) and int(ids[0]) == int(bos) else None
+
+
+def prefix_len(window: np.ndarray, bos: int | None) -> int:
+    """Tokens fed before ``window`` (shape (T_w,)): 1 (the BOS ``bos``) when it does not start with it, else 0."""
+    return int(bos is not None and len(window) > 0 and int(window[0]) != bos)
+
+
+def model_inputs(windows: Iterable[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+    """What each window is fed to the model as: (ids int64 (P + T_w,), P), P prefix tokens (0 or 1, the
+    BOS of a :class:`Windows`' ``bos``) before the window's T_w text tokens. Row P + k of the model's
+    activations and logits is text token k. A plain list of windows (no ``bos``) is fed as it is (P = 0)."""
+    bos = getattr(windows, "bos", None)
+    out = []
+    for w in windows:
+        w = np.asarray(w, dtype=np.int64)
+        p = prefix_len(w, bos)
+        out.append((np.concatenate([np.array([bos], np.int64), w]) if p else w, p))
+    return out
+
+
+def bos_record(windows: Iterable[np.ndarray]) -> dict[str, Any]:
+    """What a trace's ``extra`` and eval's text info say about BOS: ``bos_per_window`` (every window is
+    fed starting with BOS), ``bos_token_id`` and ``bos_prefixed_windows`` (how many had it prepended);
+    empty without a BOS (as before)."""
+    bos = getattr(windows, "bos", None)
+    if bos is None:
+        return {}
+    n = sum(prefix_len(w, bos) for w in windows)
+    return {"bos_per_window": True, "bos_token_id": bos, "bos_prefixed_windows": n}
+
+
+def split_windows(token_ids: np.ndarray, seq_len: int, bos: int | None = None) -> Windows:
     """Split ``token_ids`` (shape (N,)) into consecutive windows of ``seq_len`` tokens; the
-    last window holds the remainder and may be shorter."""
+    last window holds the remainder and may be shorter. ``bos``: the tokenizer's BOS id
+    (:func:`bos_token`), fed before each window that does not start with it (:func:`model_inputs`)."""
     if seq_len <= 0:
         raise ConfigError(f"--seq-len must be a positive number of tokens, got {seq_len}")
-    return [token_ids[i : i + seq_len] for i in range(0, len(token_ids), seq_len)]
+    return Windows((token_ids[i : i + seq_len] for i in range(0, len(token_ids), seq_len)), bos)
 
 
-def token_windows(tokenizer: Any, text: str, n_tokens: int, seq_len: int, offset: int = 0) -> list[np.ndarray]:
+def token_windows(tokenizer: Any, text: str, n_tokens: int, seq_len: int, offset: int = 0) -> Windows:
     """Tokenize ``text``, skip ``offset`` tokens, take ``n_tokens`` and split them into windows
-    of ``seq_len`` (int64 arrays; the last one may be shorter)."""
+    of ``seq_len`` (int64 arrays; the last one may be shorter), carrying the tokenizer's BOS
+    (:func:`bos_token`; feed them through :func:`model_inputs`)."""
     if seq_len <= 0:
         raise ConfigError(f"--seq-len must be a positive number of tokens, got {seq_len}")
-    return split_windows(tokenize(tokenizer, text, n_tokens, offset), seq_len)
+    return split_windows(tokenize(tokenizer, text, n_tokens, offset), seq_len, bos_token(tokenizer))

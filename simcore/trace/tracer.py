@@ -35,7 +35,15 @@ import numpy as np
 from simcore.errors import ConfigError
 from simcore.models import DEFAULT_MODEL, Mlp, ModelShape, StaticParams, decoder_layers, load_model
 from simcore.trace.format import VALUE_COLUMNS, TraceMeta, TraceWriter, check_out_dir, parse_columns
-from simcore.trace.text import EMBEDDED_SOURCE, load_text, split_windows, tokenize
+from simcore.trace.text import (
+    EMBEDDED_SOURCE,
+    bos_record,
+    bos_token,
+    load_text,
+    model_inputs,
+    split_windows,
+    tokenize,
+)
 
 DTYPES = {
     "float32": "float32",
@@ -325,7 +333,10 @@ def trace_windows(
     Args:
         model: a ``transformers`` causal LM with GLU MLPs (``model.model.layers[i].mlp``).
         windows: int token-id arrays, each of shape (T_w,) with T_w <= seq_len; each is one
-            forward pass (positions restart at 0).
+            forward pass (positions restart at 0). A :class:`~simcore.trace.text.Windows` with a
+            ``bos`` feeds BOS before each window that does not start with it; that position is not
+            recorded (one row per text token) and its successor is scored
+            (:func:`~simcore.trace.text.model_inputs`); ``extra`` then says so (``bos_per_window``).
         out: trace directory (replaced if it exists, only once the new trace is complete).
         name, source, seq_len, tokenizer_name: metadata.
         progress: show a tqdm bar with tokens/s.
@@ -357,6 +368,7 @@ def trace_windows(
             "model_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "torch_version": torch.__version__,
             "torch_device": str(device),
+            **bos_record(windows),
             **(extra or {}),
         },
     )
@@ -372,15 +384,18 @@ def trace_windows(
             total=n_tokens, unit="tok", unit_scale=True, disable=not progress, desc=f"trace {name}", leave=False
         ) as bar,
     ):
-        for ids in windows:
-            ids_np = np.asarray(ids, dtype=np.int64)
-            ids_t = torch.from_numpy(ids_np).to(device)
+        for fed, p in model_inputs(windows):  # p: the BOS fed before the window (0 or 1 position)
+            ids_t = torch.from_numpy(fed).to(device)
             logits = model(input_ids=ids_t[None], use_cache=False).logits[0]
-            if len(ids_np) > 1:
+            if len(fed) > 1:
                 nll += float(F.cross_entropy(logits[:-1].float(), ids_t[1:], reduction="sum"))
-                n_pred += len(ids_np) - 1
+                n_pred += len(fed) - 1
             del logits
-            appender.put(ids_np, np.arange(len(ids_np), dtype=np.int32), rec.take())
+            layer_values = rec.take()
+            if p:
+                layer_values = [{c: v[p:] for c, v in lv.items()} for lv in layer_values]
+            ids_np = fed[p:]
+            appender.put(ids_np, np.arange(len(ids_np), dtype=np.int32), layer_values)
             bar.update(len(ids_np))
         appender.flush()
         seconds = time.perf_counter() - start
@@ -496,7 +511,7 @@ def trace_model(
     out = Path(out) if out is not None else default_out(name)
     result = trace_windows(
         lm,
-        split_windows(ids, seq_len),
+        split_windows(ids, seq_len, bos_token(tok)),  # BOS before every window, when the tokenizer adds one
         out,
         name=name,
         source=source,
