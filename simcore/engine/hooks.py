@@ -180,16 +180,13 @@ def _replay_sets(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
     reads = miss_bits.shape[0] > 0
     for j in range(ptr.shape[0] - 1):
         a0, a1, t = ptr[j], ptr[j + 1], t0 + j
-        if a1 - a0 == 1:  # as in _replay_single: a one-unit token pins nothing
-            u = idx[a0]
-            if in_cache[u]:
-                h.hit(st, u, t)
-                out_hits[j] = 1
-                continue
-            out_hits[j] = 0
-            if reads:
-                K.mark_unit(u, pos, miss_bits[j])
-            if cap > 0 and _place(u, t, cap, cache, st, h) < 0:
+        if a1 - a0 == 1:  # a one-unit token pins nothing: as _replay_single replays it
+            if (
+                _replay_single(
+                    idx, ptr[j : j + 2], t, cap, cache, st, h, out_hits[j : j + 1], pos, miss_bits[j : j + 1]
+                )
+                < 0
+            ):
                 return BAD_VICTIM
             continue
         hits = 0
