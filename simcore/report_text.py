@@ -44,10 +44,16 @@ def replay_table(result) -> str:
         )
     else:
         flash_desc = f"Flash {dev['flash_bw_gbps']:g} GB/s"
+    adapter = []
+    if c.get("lora"):
+        from simcore.finetune.adapters import describe as describe_adapters
+
+        adapter = [f"adapter  {describe_adapters(c['lora'])}"]
     lines = [
         f"trace    {c['trace']}  ({c['model']}, {t['tokens']} tokens, {len(result.layers) // max(1, len(result.kinds))} layers, {c['trace_source']})",
         f"device   {dev['name']}: DRAM {dev['dram_bw_gbps']:g} GB/s, {flash_desc}, budget {format_bytes(c['dram_bytes'])}",
         f"setting  {method}, policy {c['policy']}, {c['bits']:g}-bit weights ({8 * c['bytes_per_weight']:.3f} bits with scales), context {c['context']}",
+        *adapter,
         f"memory   resident {format_bytes(m['static_resident'])} (KV {format_bytes(m['kv_cache'])}), "
         f"MLP cache {format_bytes(m['mlp_cache'])} of {format_bytes(m['mlp_total'])} MLP weights "
         f"({100 * min(1.0, m['mlp_cache'] / m['mlp_total']):.1f}%)",

@@ -235,3 +235,86 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("simcore: error:") and "\n" not in err, err
+
+
+# ---- simcore trace --lora: replaying the fine-tuned model --------------------------------------------
+
+
+def lora_trace(base, out, lora, merge=True, **kw):
+    from simcore.trace.tracer import trace_model
+
+    model = copy.deepcopy(base)
+    model.config.name_or_path = NAME  # the name the adapters were trained for
+    args = dict(tokenizer=Chars(), tokens=96, seq_len=32, out=out, progress=False, lora=lora, lora_merge=merge)
+    return trace_model(model=model, **{**args, **kw})
+
+
+def test_a_trace_with_adapters_replays_the_fine_tuned_model_under_its_method_only(base, trained, tmp_path):
+    from simcore.engine.replay import replay
+    from simcore.report_text import replay_table
+    from simcore.trace.format import TraceReader
+    from simcore.trace.tracer import trace_model
+
+    _, out, _ = trained
+    plain_model = copy.deepcopy(base)
+    plain_model.config.name_or_path = NAME
+    plain = trace_model(model=plain_model, tokenizer=Chars(), tokens=96, seq_len=32, out=tmp_path / "p", progress=False)
+    merged = lora_trace(base, tmp_path / "m", str(out))
+    unmerged = lora_trace(base, tmp_path / "u", str(out), merge=False)
+    info = TraceReader(merged).meta.extra["lora"]
+    assert info["merged"] and info["method"] == "dip" and info["adapter_bytes"] == 0 and info["path"] == str(out)
+    a = next(TraceReader(plain).iter_layer(1, ("h",), batch_tokens=96))["h"]
+    b = next(TraceReader(merged).iter_layer(1, ("h",), batch_tokens=96))["h"]
+    c = next(TraceReader(unmerged).iter_layer(1, ("h",), batch_tokens=96))["h"]
+    assert not np.array_equal(a, b)  # the adapters change the activations the masks are taken from
+    np.testing.assert_allclose(b.astype(np.float32), c.astype(np.float32), rtol=2e-2, atol=2e-3)
+
+    kw = dict(method="dip", density=0.5, dram="1MB", context=0, warmup=8, policy="lru")
+    r0, r1, r2 = (replay(trace=str(t), **kw) for t in (plain, merged, unmerged))
+    assert r1.memory == r0.memory and r1.config["lora"] == info and r0.config["lora"] is None
+    n = TraceReader(unmerged).meta.extra["lora"]["adapter_weights"]
+    assert n > 0 and r2.memory["aux_resident"] == n * ADAPTER_BYTES_PER_WEIGHT
+    assert r2.memory["mlp_cache"] == pytest.approx(r0.memory["mlp_cache"] - n * ADAPTER_BYTES_PER_WEIGHT)
+    assert "adapter  LoRA" in replay_table(r1) and "merged into the weights" in replay_table(r1)
+    assert "resident in DRAM (fp16)" in replay_table(r2) and "\nadapter  " not in replay_table(r0)
+    r3 = replay(trace=str(merged), **{**kw, "method": "dip-ca", "gamma": 0.5, "density": 0.6})  # dip's family
+    assert any("trained at density 0.5, replayed here at 0.6" in w for w in r3.warnings)
+    for method in ("cats", "dense", "gate"):
+        with pytest.raises(ConfigError, match="dip LoRA adapters") as e:
+            replay(trace=str(merged), **{**kw, "method": method, "density": 0.6 if method != "dense" else 1.0})
+        assert "\n" not in str(e.value)
+
+
+def test_trace_refuses_adapters_of_another_model_or_trained_on_the_traced_tokens(base, trained, tmp_path):
+    _, out, record = trained
+    a = record["provenance"]["tokens"][0]
+    with pytest.raises(ConfigError, match="overlap the tokens used here"):
+        lora_trace(base, tmp_path / "o", str(out), offset=a - 10)
+    model = copy.deepcopy(base)
+    model.config.name_or_path = "other"
+    from simcore.trace.tracer import trace_model
+
+    with pytest.raises(ConfigError, match="trained for model 'tiny-llama', not 'other'"):
+        trace_model(
+            model=model, tokenizer=Chars(), tokens=96, seq_len=32, out=tmp_path / "x", progress=False, lora=str(out)
+        )
+    with pytest.raises(ConfigError, match="no simcore adapters"):
+        (tmp_path / "empty").mkdir()
+        lora_trace(base, tmp_path / "e", str(tmp_path / "empty"))
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_sweep_over_a_trace_with_adapters_names_them_and_the_report_labels_them(base, trained, tmp_path):
+    from simcore.report.data import row_label
+    from simcore.sweep.grid import Grid
+    from simcore.sweep.run import run_sweep
+
+    _, out, _ = trained
+    t = lora_trace(base, tmp_path / "u", str(out), merge=False)
+    grid = Grid(
+        {"dram": ["1MB", "2MB"], "density": [0.5]}, {"trace": str(t), "method": "dip", "context": 0, "warmup": 8}
+    )
+    rows = run_sweep(grid, tmp_path / "r.parquet", workers=1).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert {r["adapter"] for r in rows} == {"lora-dip-0.5-r4-20-unmerged"}
+    assert row_label(rows[0]) == "dip + LoRA"

@@ -32,6 +32,7 @@ from simcore.engine.settings import (
 from simcore.engine.sim import KindSim
 from simcore.engine.throughput import token_time
 from simcore.errors import TraceError
+from simcore.finetune.adapters import check_replay, resident_bytes
 from simcore.memory import MemoryPlan
 from simcore.trace.format import TraceReader
 
@@ -70,9 +71,12 @@ def replay_drams(
         )
     n_use = reader.n_tokens if cfg.tokens is None else min(cfg.tokens, reader.n_tokens)
     notes = []
+    lora = reader.meta.extra.get("lora")  # a trace of a model with LoRA adapters (simcore trace --lora)
+    if lora:
+        notes += check_replay(lora, str(reader.path), cfg.method, cfg.density, cfg.pruned)
     if cfg.tokens is None:
         n_use = _before_calibration(cfg, reader, n_use, notes)
-    setting = resolve_setting(cfg, shape, drams, reader.text_use(0, n_use))
+    setting = resolve_setting(cfg, shape, drams, reader.text_use(0, n_use), aux_bytes=resident_bytes(lora))
     if setting.selection.threshold is not None:  # thresholds calibrated on the trace's first tokens: say which
         use = reader.text_use(0, min(setting.selection.calib_tokens, reader.n_tokens))
         setting.selection.detail["thresholds_from"] = provenance(shape.name, use.name, use.sha256, use.first, use.end)
@@ -133,6 +137,7 @@ def replay_drams(
         "trace": str(reader.path),
         "trace_source": reader.meta.source,
         "trace_tokens": reader.n_tokens,
+        "lora": lora or None,
         "warnings": notes,
     }
     try:

@@ -187,10 +187,11 @@ class Setting:
     density: float = 1.0  # the MLP density in effect
 
 
-def resolve_setting(cfg: ReplayConfig, shape, drams: list, use=None) -> Setting:
+def resolve_setting(cfg: ReplayConfig, shape, drams: list, use=None, aux_bytes: float = 0.0) -> Setting:
     """Device, policy, method selection and memory plans of a configuration for a model shape, with the
     checks of bad combinations (SimcoreError). ``use`` (a ``simcore.calibration.TextUse``): the text and
-    tokens the masks apply to, for methods that look up calibrations."""
+    tokens the masks apply to, for methods that look up calibrations. ``aux_bytes``: modules beside the
+    weights that stay resident and are read every token (a trace's unmerged LoRA adapters)."""
     device = resolve_device(cfg)
     policy = policies.load(cfg.policy)
     module = methods.load(cfg.method)
@@ -253,7 +254,17 @@ def resolve_setting(cfg: ReplayConfig, shape, drams: list, use=None) -> Setting:
             raise ConfigError(f"--pruned {cfg.pruned} prunes {model!r}, not this trace's model {shape.name!r}")
         mlp_bpw = kept * quant.bytes_per_weight + meta_bits / 8
     mems = [
-        plan(shape, selection, b, quant, cfg.context, split, cache=not no_cache, mlp_bytes_per_weight=mlp_bpw)
+        plan(
+            shape,
+            selection,
+            b,
+            quant,
+            cfg.context,
+            split,
+            cache=not no_cache,
+            mlp_bytes_per_weight=mlp_bpw,
+            aux_bytes=aux_bytes,
+        )
         for b in budgets
     ]
     return Setting(device, policy, selection, budgets, mems, cache_dependent, options, density)

@@ -102,11 +102,7 @@ def check_lora(path: str | os.PathLike, data: dict, model: str, method: str, den
     (:data:`FAMILY`); return the warnings to show: a density other than the one trained for is allowed
     (the adapters still apply; how well they transfer is what such a run measures) but said."""
     where = str(Path(path).expanduser())
-    if data["model"] != model:
-        raise ConfigError(
-            f"--lora {where} was trained for model {data['model']!r}, not {model!r}; "
-            f"train adapters for this model (simcore finetune --model {model})"
-        )
+    check_model(path, data, model)
     if FAMILY.get(method) != data["method"]:
         raise ConfigError(
             f"--lora {where} holds {data['method']} adapters, trained under {data['method']}'s masks; "
@@ -118,6 +114,15 @@ def check_lora(path: str | os.PathLike, data: dict, model: str, method: str, den
             "the adapters apply, but they were not trained for these masks"
         ]
     return []
+
+
+def check_model(path: str | os.PathLike, data: dict, model: str) -> None:
+    """Refuse adapters (``data``, read from ``path``) trained for a model other than ``model``."""
+    if data["model"] != model:
+        raise ConfigError(
+            f"--lora {Path(path).expanduser()} was trained for model {data['model']!r}, not {model!r}; "
+            f"train adapters for this model (simcore finetune --model {model})"
+        )
 
 
 def apply_lora(model: Any, path: str | os.PathLike, merge: bool) -> tuple[Any, int]:
@@ -184,3 +189,85 @@ def check_for_eval(
     if data.get("cats_thresholds"):
         check_disjoint(data["cats_thresholds"], f"{where} (its cats thresholds)", use.sha256, use.first, use.end)
     return data, warns
+
+
+def check_for_trace(path: str | os.PathLike, use: Any) -> dict:
+    """What ``simcore trace --lora`` checks before it loads a model: a finished run's record whose training
+    tokens (and, for cats, threshold tokens) are not the traced ones ``use`` (a
+    ``simcore.calibration.TextUse``). The model is checked once loaded (:func:`check_model`)."""
+    from simcore.calibration import check_disjoint
+
+    data = read_lora(path)
+    where = f"--lora {Path(path).expanduser()}"
+    check_disjoint(data["provenance"], where, use.sha256, use.first, use.end)
+    if data.get("cats_thresholds"):
+        check_disjoint(data["cats_thresholds"], f"{where} (its cats thresholds)", use.sha256, use.first, use.end)
+    return data
+
+
+def trace_record(path: str | os.PathLike, data: dict, merged: bool, n_weights: int) -> dict:
+    """What a trace made with adapters records of them (``extra.lora``), and replay reads back: where they
+    came from, what they were trained for, whether they were merged, and their resident bytes (0 merged)."""
+    return {
+        "path": str(Path(path).expanduser()),
+        "merged": bool(merged),
+        "method": data["method"],
+        "density": float(data["density"]),
+        "rank": int(data["rank"]),
+        "steps": data.get("steps_done"),
+        "adapter_weights": int(n_weights),
+        "adapter_bytes": adapter_bytes(n_weights),
+        "trained_on": data["provenance"],
+    }
+
+
+def check_replay(info: dict, trace: str, method: str, density: float, pruned: str | None) -> list[str]:
+    """Refuse replaying a trace made with adapters (``info``: its ``extra.lora``) under a method the
+    adapters were not trained for, or with static pruning (as eval refuses); return the warnings to show
+    (another density)."""
+    if pruned is not None:
+        raise ConfigError(
+            f"trace {trace} was made with LoRA adapters, and --pruned does not combine with them: they were "
+            "trained on the unpruned model; replay a trace made without --lora"
+        )
+    if FAMILY.get(method) != info["method"]:
+        raise ConfigError(
+            f"trace {trace} was made with {info['method']} LoRA adapters (simcore trace --lora), trained under "
+            f"{info['method']}'s masks; they do not serve --method {method}: use --method {info['method']} or "
+            "a trace made without --lora"
+        )
+    if abs(float(info["density"]) - density) > 1e-9:
+        return [
+            f"trace {trace} was made with LoRA adapters trained at density {float(info['density']):g}, replayed "
+            f"here at {density:g}: the adapters apply, but they were not trained for these masks"
+        ]
+    return []
+
+
+def resident_bytes(info: dict | None) -> float:
+    """DRAM bytes that adapters (a trace's ``extra.lora``, or None) add to the memory plan: 0 merged."""
+    return 0.0 if not info or info["merged"] else float(info["adapter_bytes"])
+
+
+def describe(info: dict) -> str:
+    """One line on adapters (a trace's or an eval's record of them) for a printed setting."""
+    from simcore.units import format_bytes
+
+    how = (
+        "merged into the weights: no extra bytes"
+        if info["merged"]
+        else f"unmerged: {format_bytes(info['adapter_bytes'])} resident in DRAM (fp16) and read every token"
+    )
+    return (
+        f"LoRA {info['path']} ({info['method']} rho={float(info['density']):g}, rank {info['rank']}, "
+        f"{info['steps']} steps), {how}"
+    )
+
+
+def label(info: dict | None) -> str | None:
+    """A short name for adapters in a results table (``adapter`` column), None without adapters."""
+    if not info:
+        return None
+    return f"lora-{info['method']}-{float(info['density']):g}-r{info['rank']}-{info['steps']}" + (
+        "" if info["merged"] else "-unmerged"
+    )

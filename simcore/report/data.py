@@ -32,7 +32,7 @@ METRICS = tuple(
     not in ("flash_bytes_per_token_steady", "dram_bytes_per_token_steady", "t_compute_ms", "accesses", "hits", "misses")
 )
 # columns added with the curve model: read where the table has them (older tables do not)
-OPTIONAL = ("flash_model", "layout") + tuple(
+OPTIONAL = ("flash_model", "layout", "adapter") + tuple(
     c for c in METRIC_COLUMNS if c.startswith(("tokens_per_s_constant", "flash_", "read_", "energy_"))
 )
 SETTINGS = tuple(c for c in SETTINGS if c not in OPTIONAL)
@@ -306,13 +306,16 @@ def row_label(row: dict) -> str:
     """A results row's line label: the method's ``row_label(row)`` where it has one (e.g. with its γ), else
     its label."""
     if callable(getattr(_module(row["method"]), "row_label", None)):
-        return methods.row_label(row)
-    return method_display(row["method"]).label
+        label = methods.row_label(row)
+    else:
+        label = method_display(row["method"]).label
+    return f"{label} + LoRA" if row.get("adapter") else label  # a trace of the model with adapters
 
 
 def row_key(row: dict) -> tuple:
-    """Sort key of a row's line: the method's display order and name, then gamma."""
-    return (*method_key(row["method"]), row["gamma"])
+    """Sort key of a row's line: the method's display order and name, then gamma, then adapters (none
+    first)."""
+    return (*method_key(row["method"]), row["gamma"], row.get("adapter") or "")
 
 
 def takes_gamma(method) -> bool:

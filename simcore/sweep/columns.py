@@ -26,6 +26,7 @@ SETTING_COLUMNS = [
     "dram_bw_gbps",
     "flash_model",
     "layout",
+    "adapter",
     "method",
     "density",
     "rho_in",

@@ -37,6 +37,8 @@ import pyarrow as pa
 import yaml
 
 from simcore.errors import ConfigError, SimcoreError
+from simcore.finetune.adapters import label as adapter_label
+from simcore.finetune.adapters import resident_bytes
 from simcore.sweep.columns import COLUMNS, METRIC_COLUMNS
 from simcore.sweep.grid import TIMING_ONLY, Grid, config_key, replay_config
 from simcore.sweep.inputs import inputs_of, row_key, trace_dir
@@ -98,6 +100,7 @@ def _row(index: int, config: str, key: str, inputs: dict, settings: dict, result
             tokens=t["tokens"],
             flash_model=c.get("flash_model", "constant"),
             layout=c.get("layout"),
+            adapter=adapter_label(c.get("lora")),
             t_dram_ms=t["t_dram_ms_steady"],
             t_flash_ms=t["t_flash_ms_steady"],
             t_compute_ms=t["t_compute_ms_steady"],
@@ -108,13 +111,13 @@ def _row(index: int, config: str, key: str, inputs: dict, settings: dict, result
     return row
 
 
-def _trace_shape(settings: dict):
-    """The model shape a trace records (its trace.json only, no layer file), or None when unreadable;
+def _trace_meta(settings: dict):
+    """The metadata a trace records (its trace.json only, no layer file), or None when unreadable;
     replay_drams then reports what is wrong with the trace."""
     from simcore.trace.format import TraceMeta
 
     try:
-        return TraceMeta.model_validate_json((trace_dir(settings) / "trace.json").read_bytes()).model
+        return TraceMeta.model_validate_json((trace_dir(settings) / "trace.json").read_bytes())
     except Exception:  # any problem is replay_drams' to report, in its words
         return None
 
@@ -133,11 +136,12 @@ def run_task(task: dict) -> list[dict]:
     base = replay_config({**task["base"], "threads": 1})
     drams = task["drams"]
     errors: dict = {}
-    shape = _trace_shape(task["base"])
-    if shape is not None:  # find the sizes that cannot work before replaying the others
+    meta = _trace_meta(task["base"])
+    if meta is not None:  # find the sizes that cannot work before replaying the others
+        aux = resident_bytes(meta.extra.get("lora"))  # a trace's unmerged adapters take DRAM too
         for d in drams:
             try:
-                resolve_setting(base.model_copy(update={"dram": d}), shape, [d])
+                resolve_setting(base.model_copy(update={"dram": d}), meta.model, [d], aux_bytes=aux)
             except SimcoreError as e:
                 errors[d] = str(e)
     valid = [d for d in drams if d not in errors]

@@ -50,6 +50,7 @@ _TYPES = {
     "policy": pa.string(),
     "flash_model": pa.string(),
     "layout": pa.string(),
+    "adapter": pa.string(),
     "context": pa.int64(),
     "warmup": pa.int64(),
     "tokens": pa.int64(),

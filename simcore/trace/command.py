@@ -94,9 +94,37 @@ def _fmt_bytes(n: int) -> str:
     "only those); gate is needed by the gate and cats methods, up by up. A 7B model takes about 1.2 MB per "
     "token for x,h and 3 MB for all four.",
 )
+@click.option(
+    "--lora",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Trace the model with the LoRA adapters of a `simcore finetune` output (DIP+LoRA, CATS+LoRA): replay "
+    "then simulates the fine-tuned model, under its method's masks only. Their training tokens must not be the "
+    "traced ones.",
+)
+@click.option(
+    "--lora-merge/--no-lora-merge",
+    default=True,
+    show_default=True,
+    help="Fold the adapters into the weights (no extra bytes), or keep them beside the weights: replay then "
+    "counts them resident in DRAM (fp16) and read every token.",
+)
 @click.option("--no-progress", is_flag=True, default=False, help="Hide the progress bars (tracing and model loading).")
 def trace_command(
-    model, model_path, dataset, text, tokens, seq_len, out, torch_device, dtype, allow_download, columns, no_progress
+    model,
+    model_path,
+    dataset,
+    text,
+    tokens,
+    seq_len,
+    out,
+    torch_device,
+    dtype,
+    allow_download,
+    columns,
+    lora,
+    lora_merge,
+    no_progress,
 ):
     """Run a dense model over text and record per-layer MLP activation magnitudes (|x|, |h|,
     |gate|, |up|, float16) into a trace directory for `simcore replay`. Every setting is checked
@@ -123,6 +151,8 @@ def trace_command(
         allow_download=allow_download,
         progress=not no_progress,
         columns=columns,
+        lora=lora,
+        lora_merge=lora_merge,
     )
     reader = TraceReader(path)
     meta = reader.meta
@@ -136,4 +166,8 @@ def trace_command(
         f"dense perplexity {f'{ppl:.2f}' if ppl is not None else 'n/a'}; {_fmt_bytes(nbytes)} "
         f"({nbytes / max(1, meta.n_tokens * meta.model.n_layers):.0f} bytes per token per layer)."
     )
+    if ex.get("lora"):
+        from simcore.finetune.adapters import describe
+
+        click.echo(f"Adapters {describe(ex['lora'])}: replay it with --method {ex['lora']['method']}.")
     click.echo(f"Columns {','.join(meta.columns)}: methods {', '.join(reader.methods())}.")

@@ -434,6 +434,8 @@ def trace_model(
     tokenizer: Any = None,
     token_ids: np.ndarray | None = None,
     offset: int = 0,
+    lora: str | os.PathLike | None = None,
+    lora_merge: bool = True,
 ) -> Path:
     """Trace a model over text and write the trace directory; returns its path.
 
@@ -457,6 +459,11 @@ def trace_model(
         tokenizer: tokenizer for a model object.
         token_ids: int array (N,), traced instead of text (its first ``tokens`` ids).
         offset: tokens of the text to skip first (keeps calibration and evaluation text disjoint).
+        lora, lora_merge: a ``simcore finetune`` output directory whose adapters are applied before
+            tracing (the DIP paper's DIP+LoRA, CATS+LoRA), merged into the weights or beside them; the
+            trace records them (``extra.lora``), and replay refuses other methods' masks on it and counts
+            unmerged adapters as resident (``simcore.finetune.adapters``). Their training tokens must not
+            be the traced ones.
 
     Raises ConfigError (a SimcoreError) for anything the user can fix; every setting is checked
     before the model loads.
@@ -476,6 +483,14 @@ def trace_model(
         check_out_dir(out)
     extra: dict[str, Any] = {"offset": offset}
     src = load_text(text, dataset) if token_ids is None else None  # a bad text fails before the model loads
+    lora_data = None
+    if lora is not None:
+        from simcore.calibration import TextUse
+        from simcore.finetune.adapters import check_for_trace
+
+        sha = text_sha256(src.text) if src is not None else None
+        use = TextUse(src.name if src is not None else "token ids", sha, offset, offset + tokens)
+        lora_data = check_for_trace(lora, use)  # before the model loads; the model is checked once loaded
     if isinstance(model, str):
         torch_device = _check_device(torch_device)
         torch_dtype = _torch_dtype(dtype)
@@ -489,6 +504,12 @@ def trace_model(
         name = str(getattr(model.config, "name_or_path", "") or model.config.model_type)
         tok_name = getattr(tok, "name_or_path", None) if tok is not None else None
         decoder_layers(lm)
+    if lora_data is not None:
+        from simcore.finetune.adapters import apply_lora, check_model, trace_record
+
+        check_model(lora, lora_data, name)
+        lm, n_weights = apply_lora(lm, lora, lora_merge)
+        extra["lora"] = trace_record(lora, lora_data, lora_merge, n_weights)
     if src is None:
         ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)[offset : offset + tokens]
         if len(ids) < tokens:
