@@ -24,7 +24,7 @@ def reads_of(positions, unit_bytes, page=4096.0, curve=CURVE, n_units=256):
     """(requests, bytes read, seconds) of one token missing the units at ``positions``."""
     bits = np.zeros((1, flash.words(n_units)), np.uint64)
     for p in positions:
-        K.mark_unit(p, np.zeros(0, np.int32), bits[0])
+        K.mark_unit(p, np.zeros(0, np.int32), bits, 0)
     reads = flash.Reads(flash.ReadSpec(float(unit_bytes), page, curve, np.zeros(0, np.int32)), n_units, 1)
     reads.account(bits, 0)
     return int(reads.requests[0]), float(reads.bytes_read[0]), float(reads.seconds[0])
@@ -331,7 +331,7 @@ def test_a_unit_of_two_pieces_reads_its_pattern_in_each_region():
     one, two = flash.Reads(spec1, 256, 1), flash.Reads(spec2, 256, 1)
     bits = np.zeros((1, 4), np.uint64)
     for p in (3, 4, 5, 40, 41, 200):
-        K.mark_unit(p, np.zeros(0, np.int32), bits[0])
+        K.mark_unit(p, np.zeros(0, np.int32), bits, 0)
     two.account(bits.copy(), 0)  # account overwrites the bits
     assert (two.requests[0], two.bytes_read[0], two.seconds[0]) == pytest.approx(
         tuple(2 * np.array(reads_of([3, 4, 5, 40, 41, 200], 300.0)))
@@ -378,8 +378,23 @@ def test_requests_equal_the_rule_applied_unit_by_unit():
         reads.gap = int(rng.integers(0, flash.MAX_GAP_UNITS + 1)) if trial % 2 else reads.gap
         bits = np.zeros((1, flash.words(U)), np.uint64)
         for p in missed:
-            K.mark_unit(p, np.zeros(0, np.int32), bits[0])
+            K.mark_unit(p, np.zeros(0, np.int32), bits, 0)
         reads.account(bits, 0)
         n, b, sec = _reference_reads(missed, unit_bytes, 4096.0, reads.gap, reads.table)
         assert (reads.requests[0], reads.bytes_read[0]) == (n, b), (trial, reads.gap, unit_bytes, missed)
         assert reads.seconds[0] == pytest.approx(sec)
+
+
+def test_missed_units_are_marked_at_their_positions():
+    """``mark_missed`` (64 flags to a word at once in stored order; unit by unit through a layout) sets
+    exactly the bits of the units used and not cached, whatever the unit count."""
+    rng = np.random.default_rng(5)
+    for U in (1, 63, 64, 65, 200, 4096, 1000):
+        used, cached = rng.random(U) < 0.5, rng.random(U) < 0.5
+        for pos in (np.zeros(0, np.int32), rng.permutation(U).astype(np.int32)):
+            bits = np.zeros(flash.words(U), np.uint64)
+            K.mark_missed(used, cached, pos, bits[None], 0)
+            want = np.zeros(flash.words(U), np.uint64)
+            for u in np.nonzero(used & ~cached)[0]:
+                K.mark_unit(int(u), pos, want[None], 0)
+            assert np.array_equal(bits, want), (U, len(pos))

@@ -28,6 +28,7 @@ it needs none of this and its figures are unchanged.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -91,6 +92,9 @@ def gap_units(table: np.ndarray, page: float, unit_bytes: float) -> int:
     return min(int(max(page, g * page) // unit_bytes), MAX_GAP_UNITS)
 
 
+_BUFFERS = threading.local()
+"""Each thread's miss-bit buffer (``Reads.bits``), reused batch after batch."""
+
 _STATIC: dict = {}
 """Reads' arrays that depend only on the unit count, unit and page bytes and the curve (read-only)."""
 
@@ -118,8 +122,15 @@ class Reads:
         self.seconds = np.zeros(T, np.float64)
 
     def bits(self, n_tokens: int) -> np.ndarray:
-        """Zeroed miss bits for a batch of ``n_tokens`` tokens (uint64[n_tokens, W])."""
-        return np.zeros((n_tokens, words(self.n)), np.uint64)
+        """Zeroed miss bits for a batch of ``n_tokens`` tokens (uint64[n_tokens, W]): this thread's buffer,
+        valid until its next call (fresh memory would cost a page fault every 4 KiB, batch after batch)."""
+        w = words(self.n)
+        buf = getattr(_BUFFERS, "bits", None)
+        if buf is None or buf.size < n_tokens * w:
+            buf = _BUFFERS.bits = np.empty(n_tokens * w, np.uint64)
+        out = buf[: n_tokens * w].reshape(n_tokens, w)
+        out.fill(0)
+        return out
 
     def account(self, bits: np.ndarray, t0: int) -> None:
         """Turn the miss bits of tokens [t0, t0 + len(bits)) into requests."""

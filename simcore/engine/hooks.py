@@ -165,7 +165,7 @@ def _replay_single(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
             continue
         out_hits[j] = 0
         if reads:
-            K.mark_unit(u, pos, miss_bits[j])
+            K.mark_unit(u, pos, miss_bits, j)
         if cap > 0 and _place(u, t, cap, cache, st, h) < 0:
             return BAD_VICTIM
     return 0
@@ -203,7 +203,7 @@ def _replay_sets(idx, ptr, t0, cap, cache, st, h, out_hits, pos, miss_bits):
             h.hit(st, found[b], t)
         if reads:
             for b in range(nm):
-                K.mark_unit(missed[b], pos, miss_bits[j])
+                K.mark_unit(missed[b], pos, miss_bits, j)
         status = hits
         if cap > 0:
             # misses beyond the room the hits (which stay) leave stream past the cache: the lowest indices
@@ -312,7 +312,7 @@ def replay_batch(scores, hmag, spec, t0, cap, cache, sel_state, st, h, out, pos,
         )
         out.used[i] = m
         if miss_bits.shape[0] > 0:
-            K.mark_missed(used, cache.in_cache, pos, miss_bits[i])
+            K.mark_missed(used, cache.in_cache, pos, miss_bits, i)
         ptr[1] = K._positions(used, it)
         r = replay_csr(it, ptr, t, cap, cache, st, h, hits, pos, no_bits)
         if r < 0:

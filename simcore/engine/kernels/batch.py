@@ -99,7 +99,7 @@ def replay_batch(
         )
         out_used[i] = m
         if miss_bits.shape[0] > 0:
-            mark_missed(used, in_cache, pos, miss_bits[i])
+            mark_missed(used, in_cache, pos, miss_bits, i)
         out_hits[i] = cache_step(
             used, m, t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, qbuf
         )

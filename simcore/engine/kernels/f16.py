@@ -1,6 +1,7 @@
 """Float16 bit tricks: traces store magnitudes as float16, which the kernels read as uint16 bit
 patterns (ordered like the values, as magnitudes are >= 0) and convert exactly (``LUT``, hardware
-conversion where the CPU has it)."""
+conversion where the CPU has it); and the bit intrinsics the kernels share (bit counts, 64 flags to a
+word)."""
 
 from __future__ import annotations
 
@@ -79,6 +80,39 @@ def trailing_zeros64(typingctx, x):
         return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
 
     return types.uint64(x), codegen
+
+
+@intrinsic
+def leading_zeros64(typingctx, x):
+    """The number of leading zero bits of a uint64 (64 for 0): one ``lzcnt`` (x86) or ``clz``
+    (aarch64)."""
+    if x != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return types.uint64(x), codegen
+
+
+@intrinsic
+def nonzero_bytes64(typingctx, arr, start):
+    """A uint64 whose bit j says whether ``arr[start + j]`` is non-zero, j = 0 .. 63 (``arr``: a
+    C-contiguous 1-d bool or uint8 array holding those 64 items): one compare of 64 bytes and a mask
+    move (``vpcmpb``/``vpmovmskb`` on x86, a few NEON instructions on aarch64), not 64 shifts."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
+        return None
+    if arr.dtype not in (types.boolean, types.uint8) or not isinstance(start, types.Integer):
+        return None
+    vec = ir.VectorType(ir.IntType(8), 64)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        at = builder.gep(data, [args[1]])
+        v = builder.load(builder.bitcast(at, vec.as_pointer()), align=1)
+        return builder.bitcast(builder.icmp_unsigned("!=", v, ir.Constant(vec, None)), ir.IntType(64))
+
+    return types.uint64(arr, types.intp), codegen
 
 
 @njit(**NJIT)

@@ -680,7 +680,7 @@ def replay_masks_at(idx, ptr, nxt, t0, cap, in_cache, count, last, next_use, sta
             used[u] = True
             next_use[u] = nt[a]
             if reads and not in_cache[u]:
-                mark_unit(u, pos, miss_bits[t])
+                mark_unit(u, pos, miss_bits, t)
         out_hits[t] = cache_step(
             used, it.shape[0], t0 + t, cap, in_cache, count, last, next_use, state, pw, ckeys, cmark, cand, hist, sbuf
         )
