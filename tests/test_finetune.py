@@ -318,3 +318,40 @@ def test_a_sweep_over_a_trace_with_adapters_names_them_and_the_report_labels_the
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert {r["adapter"] for r in rows} == {"lora-dip-0.5-r4-20-unmerged"}
     assert row_label(rows[0]) == "dip + LoRA"
+
+
+def test_with_a_tokenizer_that_adds_bos_each_training_window_is_fed_after_it_unmasked_and_unscored(base, tmp_path):
+    """As eval feeds windows (Gemma): BOS before every window, through the dense MLP, out of the loss."""
+    from simcore.finetune import train as T
+
+    class BosChars(Chars):
+        bos_token_id = 1
+
+        def __call__(self, text):
+            return {"input_ids": [1, *super().__call__(text)["input_ids"]]}
+
+    seen = []
+    real = T.LoraTrainer.step
+
+    def spy(self, ids, step):
+        seen.append((tuple(ids.shape), self.prefix, int(ids[0, 0])))
+        return real(self, ids, step)
+
+    T.LoraTrainer.step = spy
+    try:
+        r = train(copy.deepcopy(base), tmp_path / "b", method="dip", density=0.5, steps=2, tokenizer=BosChars())
+    finally:
+        T.LoraTrainer.step = real
+    assert r["bos_per_window"] and seen[0] == ((2, 33), 1, 1)
+    plain = train(copy.deepcopy(base), tmp_path / "p", method="dip", density=0.5, steps=2)
+    assert not plain["bos_per_window"]
+    trainer = T.LoraTrainer(copy.deepcopy(base), "dip", methods_resolve(base), [0.0, 0.0], rank=4, prefix=1)
+    ids = torch.tensor([[1, *range(40, 72)]])
+    assert trainer.logits(ids).shape[1] == 32 and trainer.teacher(ids).shape[1] == 32
+
+
+def methods_resolve(model):
+    from simcore import methods
+    from simcore.trace.tracer import model_shape
+
+    return methods.resolve("dip", model_shape(model, NAME), 0.5)

@@ -111,13 +111,16 @@ class Masks:
         for layer in self.layers:
             layer.mlp.__dict__.pop("forward", None)  # the class's own forward again
 
-    def logits(self, ids: Any) -> Any:
+    def logits(self, ids: Any, prefix: int = 0) -> Any:
         """``net``'s logits (B, S, vocab) for token ids (B, S) with the masks in every MLP (gradient as
-        the caller's mode has it)."""
-        self._install(ids.numel(), ids.shape[-1])
+        the caller's mode has it). ``prefix``: positions before each window's text (a BOS,
+        ``simcore.trace.text.model_inputs``), which go through the dense MLP, unmasked, as in eval."""
+        self._install(ids.shape[0] * (ids.shape[-1] - prefix), ids.shape[-1] - prefix)
+        self.state["prefix"] = prefix
         try:
             return self.net(input_ids=ids, use_cache=False).logits
         finally:
+            self.state["prefix"] = 0
             self._remove()
 
 
@@ -141,6 +144,7 @@ class LoraTrainer:
         steps: int = 1000,
         seed: int = 0,
         masked: bool = True,
+        prefix: int = 0,
     ):
         import torch
 
@@ -154,24 +158,25 @@ class LoraTrainer:
                 r=rank, lora_alpha=alpha or rank, target_modules=self.targets, lora_dropout=0.0, bias="none"
             )
             self.peft = get_peft_model(net, config)
-        self.net, self.steps, self.lr = net, steps, lr
+        self.net, self.steps, self.lr, self.prefix = net, steps, lr, prefix
         self.masks = Masks(net, selection, thresholds) if masked else None
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0)
 
     def logits(self, ids: Any) -> Any:
-        """The student's logits (B, S, vocab) for token ids (B, S): adapters on, masks (unless the trainer
-        is unmasked), gradient on."""
+        """The student's logits (B, S - prefix, vocab) at the text positions of token ids (B, S): adapters
+        on, masks (unless the trainer is unmasked), gradient on."""
         if self.masks is None:
-            return self.net(input_ids=ids, use_cache=False).logits
-        return self.masks.logits(ids)
+            return self.net(input_ids=ids, use_cache=False).logits[:, self.prefix :]
+        return self.masks.logits(ids, self.prefix)[:, self.prefix :]
 
     def teacher(self, ids: Any) -> Any:
-        """The dense base model's logits (B, S, vocab): no masks, adapters disabled, no gradient."""
+        """The dense base model's logits (B, S - prefix, vocab) at the text positions: no masks, adapters
+        disabled, no gradient."""
         import torch
 
         with torch.no_grad(), self.peft.disable_adapter():
-            return self.net(input_ids=ids, use_cache=False).logits
+            return self.net(input_ids=ids, use_cache=False).logits[:, self.prefix :]
 
     def step(self, ids: Any, step: int) -> float:
         """One optimizer step on token ids (B, S) at schedule position ``step``; returns the loss."""
@@ -352,7 +357,7 @@ def finetune(
     """
     from simcore import __version__, methods
     from simcore.calibration import TextUse, provenance, text_sha256
-    from simcore.trace.text import load_text, token_windows
+    from simcore.trace.text import load_text, model_inputs, token_windows
 
     check_method(method)
     _check_numbers(steps, rank, lr, seq_len, batch, checkpoint_every, calib_tokens, calib_offset, alpha)
@@ -384,7 +389,12 @@ def finetune(
         net, tok = model, tokenizer
         if tok is None or not name:
             raise ConfigError("finetune(model=<loaded model>) needs tokenizer= and name=")
-    windows = [w for w in token_windows(tok, source.text, calib_tokens, seq_len, first) if len(w) == seq_len]
+    # full windows as the model is fed them: with the tokenizer's BOS before each (Gemma), as eval does; a
+    # window that starts with BOS itself (the text's first) is left out then, so that every row is alike
+    fed = [(ids, p) for ids, p in model_inputs(token_windows(tok, source.text, calib_tokens, seq_len, first))]
+    fed = [(ids, p) for ids, p in fed if len(ids) - p == seq_len]
+    prefix = max((p for _, p in fed), default=0)
+    windows = [ids for ids, p in fed if p == prefix]
     if len(windows) < batch:
         raise ConfigError(f"--calib-tokens {calib_tokens} give {len(windows)} full windows, fewer than --batch {batch}")
     shape = model_shape(net, name)
@@ -407,7 +417,17 @@ def finetune(
         cats_range = provenance(name, source.name, sha, c_off, c_off + c_tok)
     net.to(device)
     trainer = LoraTrainer(
-        net, method, selection, thresholds, rank=rank, alpha=alpha, lr=lr, steps=steps, seed=seed, masked=True
+        net,
+        method,
+        selection,
+        thresholds,
+        rank=rank,
+        alpha=alpha,
+        lr=lr,
+        steps=steps,
+        seed=seed,
+        masked=True,
+        prefix=prefix,
     )
     settings = {
         "model": name,
@@ -478,6 +498,7 @@ def finetune(
         "loss_final": float(np.mean(losses[-10:])),
         "losses": losses,
         "targets": sorted({t.rsplit(".", 1)[-1] for t in trainer.targets}),
+        "bos_per_window": bool(prefix),  # a BOS fed before each window, unmasked and not in the loss
         "selection": selection.detail,
         "provenance": provenance(name, source.name, sha, first, end),
         "cats_thresholds": cats_range,
