@@ -114,22 +114,10 @@ def push_bounded(qs, q, u, limit, where):
 
 @njit(**NJIT_HOOK)
 def to_head(qs, q, u):
-    """Move unit ``u`` of queue ``q`` to its head (LRU promotion, CLOCK reinsertion). The queue's size
-    is not touched: a hit that wrote it down and up again would make every hit wait for the last one's
-    store of it."""
-    h = qs.head[q]
-    if h == u:
-        return
-    nw, od = qs.newer[u], qs.older[u]  # u is not the head: nw >= 0
-    qs.older[nw] = od
-    if od >= 0:
-        qs.newer[od] = nw
-    else:
-        qs.tail[q] = nw
-    qs.newer[u] = NO_UNIT
-    qs.older[u] = h
-    qs.newer[h] = u
-    qs.head[q] = u
+    """Move unit ``u`` of queue ``q`` to its head (LRU promotion, CLOCK reinsertion)."""
+    if qs.head[q] != u:
+        unlink(qs, q, u)
+        push_head(qs, q, u)
 
 
 @njit(**NJIT_HOOK)
