@@ -318,6 +318,11 @@ def test_a_sweep_over_a_trace_with_adapters_names_them_and_the_report_labels_the
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert {r["adapter"] for r in rows} == {"lora-dip-0.5-r4-20-unmerged"}
     assert row_label(rows[0]) == "dip + LoRA"
+    from simcore.report.data import load_results
+    from simcore.report.summary import grid_section
+
+    grid = "\n".join(grid_section(load_results(tmp_path / "r.parquet")))
+    assert "| adapter | 1 | lora-dip-0.5-r4-20-unmerged |" in grid
 
 
 def test_with_a_tokenizer_that_adds_bos_each_training_window_is_fed_after_it_unmasked_and_unscored(base, tmp_path):

@@ -72,8 +72,9 @@ def _best(rows: list[dict]) -> dict | None:
 
 def grid_section(data: ReportData) -> list[str]:
     rows = []
-    for c in SETTINGS:
-        vals = ordered((r[c] for r in data.rows), POLICY_ORDER if c == "policy" else ())
+    shown_settings = [*SETTINGS, *(["adapter"] if any(r.get("adapter") for r in data.rows) else [])]
+    for c in shown_settings:  # adapters (traces made with simcore trace --lora) only where some row has them
+        vals = ordered((r.get(c) for r in data.rows), POLICY_ORDER if c == "policy" else ())
         if c == "dram_bytes":
             shown = [f"{gb(v)} GB" for v in vals]
         else:
