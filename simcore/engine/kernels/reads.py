@@ -59,6 +59,11 @@ NO_RC = dict(NJIT, _nrt=False)
 atomic updates per array, each draining the store buffer: about 1 us a token on a 14,336-unit kind)."""
 
 
+MARK = dict(NO_RC, forceinline=True)
+"""The marking and request helpers run inside the kernels' token loops: inlined, and without reference
+counting (:data:`NO_RC`)."""
+
+
 @njit(**NO_RC)
 def _window_back(yp, k, a, a2):
     """The window OR over the whole bitmap ``yp`` (uint64[n], bit i of word w at position 64 w + i): at
@@ -79,6 +84,27 @@ def _window_back(yp, k, a, a2):
         at = 2 if at == 1 else 1
         span += s
     return at
+
+
+@njit(**MARK)
+def _request(cs, ce, n_req, pages, secs, table, page_secs):
+    """The totals (requests, pages, seconds) with the request of pages [cs, ce) added (none: cs < 0); a
+    request of k pages takes ``table[k]`` seconds, beyond the table k pages at ``page_secs`` each."""
+    if cs < 0:
+        return n_req, pages, secs
+    k = ce - cs
+    return n_req + 1, pages + k, secs + (table[k] if k < table.shape[0] else k * page_secs)
+
+
+@njit(**MARK)
+def _join(lo, hi, cs, ce, n_req, pages, secs, table, page_secs):
+    """A run of pages [lo, hi) after the current request [cs, ce): the same request when their pages
+    touch, else the current one is counted (:func:`_request`) and the run starts the next. Returns
+    (cs, ce, requests, pages, seconds)."""
+    if lo <= ce:
+        return cs, max(ce, hi), n_req, pages, secs
+    n_req, pages, secs = _request(cs, ce, n_req, pages, secs, table, page_secs)
+    return lo, hi, n_req, pages, secs
 
 
 @njit(**NO_RC)
@@ -108,7 +134,6 @@ def token_reads(miss_bits, t, gap, first_page, end_page, page, table, curve, xp,
     at = _window_back(yp, gap + 1, wa, wa2)
     win = yp if at == 0 else (wa if at == 1 else wa2)
     n_req, pages, secs = 0, 0, 0.0
-    k_max = table.shape[0]
     page_secs = page / curve.bps[curve.bps.shape[0] - 1]  # a page beyond the table
     cs, ce = -1, -1  # the current request's pages [cs, ce)
     p = -1  # the start of the run being read (-1: none yet)
@@ -126,35 +151,17 @@ def token_reads(miss_bits, t, gap, first_page, end_page, page, table, curve, xp,
             if p >= 0:  # the run being read ends at the last run end before this start
                 below = ends & ((ONE << b) - ONE)
                 q = base + 63 - np.int64(leading_zeros64(below)) if below != 0 else last_end
-                lo, hi = first_page[p], end_page[q]
-                if lo <= ce:  # its pages touch the current request's
-                    ce = max(ce, hi)
-                else:
-                    if cs >= 0:
-                        k = ce - cs
-                        n_req += 1
-                        pages += k
-                        secs += table[k] if k < k_max else k * page_secs
-                    cs, ce = lo, hi
+                cs, ce, n_req, pages, secs = _join(
+                    first_page[p], end_page[q], cs, ce, n_req, pages, secs, table, page_secs
+                )
             p = base + np.int64(b)
         if ends != 0:
             last_end = base + 63 - np.int64(leading_zeros64(ends))
     if p >= 0:  # the last run ends at the last run end
-        lo, hi = first_page[p], end_page[last_end]
-        if lo <= ce:
-            ce = max(ce, hi)
-        else:
-            if cs >= 0:
-                k = ce - cs
-                n_req += 1
-                pages += k
-                secs += table[k] if k < k_max else k * page_secs
-            cs, ce = lo, hi
-    if cs >= 0:
-        k = ce - cs
-        n_req += 1
-        pages += k
-        secs += table[k] if k < k_max else k * page_secs
+        cs, ce, n_req, pages, secs = _join(
+            first_page[p], end_page[last_end], cs, ce, n_req, pages, secs, table, page_secs
+        )
+    n_req, pages, secs = _request(cs, ce, n_req, pages, secs, table, page_secs)
     return n_req, pages * page, secs
 
 
@@ -169,11 +176,6 @@ def reads_batch(miss_bits, gap, first_page, end_page, page, table, curve, reques
         requests[i], bytes_read[i], seconds[i] = token_reads(
             miss_bits, i, gap, first_page, end_page, page, table, curve, xp, yp, wa, wa2
         )
-
-
-MARK = dict(NO_RC, forceinline=True)
-"""The marking helpers run inside the cache kernels' token loops: inlined, and without reference counting
-(:data:`NO_RC`)."""
 
 
 @njit(**MARK)
