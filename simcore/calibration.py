@@ -144,3 +144,27 @@ def check_disjoint(prov: dict, what: str, text_hash: str | None, first: int, end
             f"{what} was calibrated on tokens [{a}, {b}) of this text, which overlap the tokens used here "
             f"[{first}, {end}); use other tokens (move the offset) or calibrate on other tokens or another text"
         )
+
+
+def token_ranges(n: int, calib_tokens: int, first: int | None, eval_tokens: int, hint: str = "") -> tuple:
+    """For an artefact computed from a trace of ``n`` tokens (a layout, DejaVu predictors): the calibration
+    range [first, end) (default: the trace's last ``calib_tokens`` tokens, so that replay can use those
+    before them) and the held-out range: up to ``eval_tokens`` tokens just before it, or just after it
+    when it starts at token 0. ``hint`` ends the message when ``calib_tokens`` exceeds the trace.
+    Returns ((first, end), (held first, held end)); ConfigError (one line) for bad numbers."""
+    if calib_tokens <= 0:
+        raise ConfigError(f"--calib-tokens must be positive, got {calib_tokens}")
+    if calib_tokens > n:
+        raise ConfigError(f"--calib-tokens {calib_tokens} is more than the trace's {n} tokens; give at most {n}{hint}")
+    if eval_tokens < 0:
+        raise ConfigError(f"--eval-tokens must be >= 0, got {eval_tokens}")
+    if first is None:
+        first = n - calib_tokens
+    if first < 0 or first + calib_tokens > n:
+        raise ConfigError(
+            f"--first {first} puts the {calib_tokens} calibration tokens outside the trace's {n}; "
+            f"give --first from 0 to {n - calib_tokens}"
+        )
+    end = first + calib_tokens
+    held = (max(0, first - eval_tokens), first) if first > 0 else (end, min(n, end + eval_tokens))
+    return (first, end), held

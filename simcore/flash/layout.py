@@ -43,6 +43,7 @@ import numpy as np
 from numba import njit
 
 from simcore import __version__
+from simcore.calibration import token_ranges
 from simcore.config import NJIT, NJIT_REDUCE
 from simcore.device import override
 from simcore.engine import flash
@@ -294,30 +295,6 @@ class _Plan:
     batch_tokens: int
 
 
-def _token_ranges(n: int, calib_tokens: int, first: int | None, eval_tokens: int) -> tuple:
-    """The calibration range [first, end) and the held-out range: up to ``eval_tokens`` tokens just
-    before the calibration range, or just after it when it starts at token 0."""
-    if calib_tokens <= 0:
-        raise ConfigError(f"--calib-tokens must be positive, got {calib_tokens}")
-    if calib_tokens > n:
-        raise ConfigError(
-            f"--calib-tokens {calib_tokens} is more than the trace's {n} tokens; give at most {n} "
-            "(and leave some before them to judge the layout on)"
-        )
-    if eval_tokens < 0:
-        raise ConfigError(f"--eval-tokens must be >= 0, got {eval_tokens}")
-    if first is None:
-        first = n - calib_tokens
-    if first < 0 or first + calib_tokens > n:
-        raise ConfigError(
-            f"--first {first} puts the {calib_tokens} calibration tokens outside the trace's {n}; "
-            f"give --first from 0 to {n - calib_tokens}"
-        )
-    end = first + calib_tokens
-    held = (max(0, first - eval_tokens), first) if first > 0 else (end, min(n, end + eval_tokens))
-    return (first, end), held
-
-
 def _plan(
     trace,
     model,
@@ -369,7 +346,9 @@ def _plan(
     reader.check_columns(sorted({k.score for _, k in kinds}), f"method {method}")
     if reader.n_tokens == 0:
         raise TraceError(f"trace {reader.path} has no tokens; re-create it with --tokens > 0")
-    calib, held = _token_ranges(reader.n_tokens, calib_tokens, first, eval_tokens)
+    calib, held = token_ranges(
+        reader.n_tokens, calib_tokens, first, eval_tokens, " (and leave some before them to judge the layout on)"
+    )
     reads = flash_read_specs(setting, shape)
     ordered = [_Kind(ki, k, sel.fractions[ki], block_units(reads(0, ki))) for ki, k in kinds]
     plan = _Plan(reader, sel, ordered, reads, calib, held, iterations, validation, batch_tokens)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from simcore import __version__
-from simcore.calibration import provenance
+from simcore.calibration import provenance, token_ranges
 from simcore.errors import ConfigError
 from simcore.predictor import store
 from simcore.results import atomic_write_bytes, check_output
@@ -33,31 +33,6 @@ PATIENCE = 5
 RECALL_AT = (0.1, 0.25, 0.5)
 """Fractions of the neurons at which held-out recall is also reported (besides ``top``)."""
 DTYPES = ("float16", "float32")
-
-
-def token_ranges(n: int, calib_tokens: int, first: int | None, eval_tokens: int) -> tuple:
-    """The calibration range [first, end) (default: the trace's last ``calib_tokens`` tokens, so that
-    replay can use those before them) and the held-out range: up to ``eval_tokens`` tokens just before
-    it, or just after it when it starts at token 0."""
-    if calib_tokens <= 0:
-        raise ConfigError(f"--calib-tokens must be positive, got {calib_tokens}")
-    if calib_tokens > n:
-        raise ConfigError(f"--calib-tokens {calib_tokens} is more than the trace's {n} tokens; give at most {n}")
-    if eval_tokens < 0:
-        raise ConfigError(f"--eval-tokens must be >= 0, got {eval_tokens}")
-    if first is None:
-        first = n - calib_tokens
-    if first < 0 or first + calib_tokens > n:
-        raise ConfigError(
-            f"--first {first} puts the {calib_tokens} calibration tokens outside the trace's {n}; "
-            f"give --first from 0 to {n - calib_tokens}"
-        )
-    end = first + calib_tokens
-    if first > 0:
-        held = (max(0, first - eval_tokens), first)
-    else:
-        held = (end, min(n, end + eval_tokens))
-    return (first, end), held
 
 
 def recall(scores: np.ndarray, h: np.ndarray, k: int) -> np.ndarray:
