@@ -68,11 +68,12 @@ def queues(n_units: int, n_queues: int) -> Queues:
 @njit(**NJIT_HOOK)
 def push_head(qs, q, u):
     """Put unit ``u`` (in no queue) at the head of queue ``q``."""
+    u = np.uint32(u)  # unsigned indices: no test for negative ones
     h = qs.head[q]
     qs.newer[u] = NO_UNIT
     qs.older[u] = h
     if h >= 0:
-        qs.newer[h] = u
+        qs.newer[np.uint32(h)] = u
     else:
         qs.tail[q] = u
     qs.head[q] = u
@@ -82,13 +83,14 @@ def push_head(qs, q, u):
 @njit(**NJIT_HOOK)
 def unlink(qs, q, u):
     """Take unit ``u`` out of queue ``q`` (it must be there)."""
+    u = np.uint32(u)
     nw, od = qs.newer[u], qs.older[u]
     if nw >= 0:
-        qs.older[nw] = od
+        qs.older[np.uint32(nw)] = od
     else:
         qs.head[q] = od
     if od >= 0:
-        qs.newer[od] = nw
+        qs.newer[np.uint32(od)] = nw
     else:
         qs.tail[q] = nw
     qs.newer[u] = NO_UNIT
@@ -115,9 +117,20 @@ def push_bounded(qs, q, u, limit, where):
 @njit(**NJIT_HOOK)
 def to_head(qs, q, u):
     """Move unit ``u`` of queue ``q`` to its head (LRU promotion, CLOCK reinsertion)."""
-    if qs.head[q] != u:
-        unlink(qs, q, u)
-        push_head(qs, q, u)
+    h = qs.head[q]
+    if h == u:
+        return
+    u = np.uint32(u)  # not the head: there is a newer unit, and the queue's size stays as it is
+    nw, od = qs.newer[u], qs.older[u]
+    qs.older[np.uint32(nw)] = od
+    if od >= 0:
+        qs.newer[np.uint32(od)] = nw
+    else:
+        qs.tail[q] = nw
+    qs.newer[u] = NO_UNIT
+    qs.older[u] = h
+    qs.newer[np.uint32(h)] = u
+    qs.head[q] = u
 
 
 @njit(**NJIT_HOOK)
@@ -125,14 +138,14 @@ def oldest_unpinned(qs, q, pinned, t):
     """The oldest unit of queue ``q`` with ``pinned[u]`` False, or -1 if there is none; ``t`` is the
     current token (the walk resumes after the pinned units it passed earlier in the same token)."""
     if qs.walked_t[q] == t and qs.walked[q] >= 0:
-        u = qs.newer[qs.walked[q]]
+        u = qs.newer[np.uint32(qs.walked[q])]
     else:
         qs.walked[q] = NO_UNIT
         u = qs.tail[q]
     qs.walked_t[q] = t
-    while u >= 0 and pinned[u]:
+    while u >= 0 and pinned[np.uint32(u)]:
         qs.walked[q] = u
-        u = qs.newer[u]
+        u = qs.newer[np.uint32(u)]
     return u
 
 
@@ -158,7 +171,7 @@ def ring_push(r, u):
     hi = r.ends[HI]
     if hi == r.slot.shape[0]:
         hi = _ring_close(r.slot, r.ends)
-    r.slot[hi] = u
+    r.slot[np.uint64(hi)] = u
     r.ends[HI] = hi + 1
 
 
@@ -214,16 +227,17 @@ def ring_pop_clock(r, pinned, t, count):
             g0 = s0 = -1
         if i == g0:
             i = s0
-        u = slot[i]
-        p = pinned[u]
-        c = count[u]
+        u = slot[np.uint64(i)]
+        x = np.uint32(u)  # unsigned indices: no test for negative ones
+        p = pinned[x]
+        c = count[x]
         if c == 0 and not p:
             break
-        slot[w] = u  # kept in place if pinned (w <= i) ...
+        slot[np.uint64(w)] = u  # kept in place if pinned (w <= i) ...
         w += p
-        slot[hi] = u  # ... else back to the head, its count less one (branch-free)
+        slot[np.uint64(hi)] = u  # ... else back to the head, its count less one (branch-free)
         hi += 1 - p
-        count[u] = c - (1 - p)
+        count[x] = c - (1 - p)
         i += 1
     e[GAP], e[SCAN], e[OLD_GAP], e[OLD_SCAN], e[HI], e[SCAN_T] = w, i + 1, g0, s0, hi, t
     return u
@@ -241,13 +255,14 @@ def ring_hand_pop(r, pinned, bit):
         if h == hi:  # past the newest: the gap is at the end; round to the oldest
             hi = g
             g = h = 0
-        u = slot[h]
-        p = pinned[u]
-        b = bit[u]
+        u = slot[np.uint64(h)]
+        x = np.uint32(u)  # unsigned indices: no test for negative ones
+        p = pinned[x]
+        b = bit[x]
         if not (p or b):
             break
-        bit[u] = p and b
-        slot[g] = u
+        bit[x] = p and b
+        slot[np.uint64(g)] = u
         g += 1
         h += 1
     h += 1

@@ -59,7 +59,8 @@ def miss(s, u, t):
     if w < B1:  # not a ghost (a missed unit is in neither T1 nor T2)
         return
     # found in B1: p += max(|B2| / |B1|, 1), at most C; in B2: p -= max(|B1| / |B2|, 1), at least 0
-    delta = max(s.q.size[B1 + B2 - w] / s.q.size[w], 1.0)
+    other, this = s.q.size[B1 + B2 - w], s.q.size[w]
+    delta = other / this if other > this else 1.0  # no division in the common case (the same value)
     s.p[0] = min(max(s.p[0] + (delta if w == B1 else -delta), 0.0), float(s.cap[0]))
     unlink(s.q, w, u)
     s.where[u] = NOWHERE
@@ -68,7 +69,7 @@ def miss(s, u, t):
 
 @njit(**NJIT_HOOK)
 def _drop_oldest(s, q):
-    g = s.q.tail[q]
+    g = np.uint32(s.q.tail[q])
     unlink(s.q, q, g)
     s.where[g] = NOWHERE
 
@@ -82,7 +83,7 @@ def _demote(s, q, ghost, t, pinned):
     unlink(s.q, q, v)
     if ghost >= 0:
         push_head(s.q, ghost, v)
-    s.where[v] = ghost
+    s.where[np.uint32(v)] = ghost
     return v
 
 
