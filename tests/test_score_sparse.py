@@ -152,6 +152,31 @@ def test_one_unit_tokens_with_all_ties(name):
         np.testing.assert_array_equal(ref[0], got[0])
 
 
+@pytest.mark.parametrize("U", [300, 2**15 - 2, 2**15 - 1, 40_000])
+def test_recency_list_of_int16_or_int32_links(U):
+    """The recency list's links are int16 below 2^15 - 1 units (its sentinel is unit U), int32 from there
+    on: both widths give the dense path's hits and state, units of high index among them."""
+    rng = np.random.default_rng(U)
+    T = 600
+    hot = rng.choice(U, 120, replace=False)
+    hot[:4] = [U - 1, U - 2, 0, 1]  # the highest indices, which int16 links would not hold past 2^15 - 2
+    sizes = rng.choice([1, 1, 1, 2, 5], T)
+    toks = [np.sort(rng.choice(hot, m, replace=False)).astype(np.int32) for m in sizes]
+    ptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    idx = np.concatenate(toks)
+    nxt = np.zeros(len(idx), np.int32)
+    pw = _weights("lru", T, wide=False)
+    for cap in (2, 9, 60):
+        ref, got = _fresh(U), _fresh(U)
+        want = _dense(idx, ptr, nxt, 0, cap, ref, pw)
+        hits = np.zeros(T, np.int32)
+        K.replay_masks_at(idx, ptr, nxt, 0, cap, *got, pw, hits, *NO_READS)
+        np.testing.assert_array_equal(hits, want)
+        for a, b in zip(ref[:4], got[:4]):
+            np.testing.assert_array_equal(a, b)
+        assert 0 < hits.sum() < len(idx)
+
+
 # --- against libCacheSim ----------------------------------------------------------------------------
 
 

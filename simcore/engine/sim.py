@@ -22,6 +22,19 @@ from simcore.errors import ConfigError, TraceError
 MODES = {"all": K.MODE_ALL, "topk": K.MODE_TOPK, "threshold": K.MODE_THRESHOLD}
 
 
+_ZEROS = np.zeros(0, np.int32)
+
+
+def _no_next_uses(n: int) -> np.ndarray:
+    """int32[n] of zeros: the next uses a policy without the future is given. One array, grown as needed,
+    serves every call (a fresh one each call cost 4 % of an lru replay of one-unit tokens); the kernels
+    never write ``nxt`` (left writeable: a read-only array would compile the replay kernels twice)."""
+    global _ZEROS
+    if _ZEROS.shape[0] < n:
+        _ZEROS = np.zeros(max(n, 2 * _ZEROS.shape[0]), np.int32)
+    return _ZEROS[:n]
+
+
 class ScoreCache:
     """One DRAM cache of a score-family policy (lru, lfu, belady): per-unit use count, last use and
     next use; the cached units of lowest priority ``weights . (count, last, next)`` that the current
@@ -92,7 +105,7 @@ class ScoreCache:
         if self.cap <= 0 and reads is hooks.NO_READS:  # no cache, no hits (but every use is a Flash read)
             return
         if not self.future:
-            nxt = np.zeros_like(nxt)  # a policy without future knowledge sees no next uses
+            nxt = _no_next_uses(nxt.shape[0])  # a policy without future knowledge sees no next uses
         K.replay_masks_at(
             idx,
             ptr,
