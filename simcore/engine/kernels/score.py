@@ -369,13 +369,14 @@ def _heap_token(idx, nxt, a0, a1, tt, cap, occ, in_cache, count, last, next_use,
     the heap of the ``occ`` cached units. Returns (hits, new occupancy)."""
     hits = 0
     for i in range(a0, a1):
-        hits += in_cache[idx[i]]
-        _use(idx[i], tt, nxt[i], count, last, next_use)
+        u = np.uint32(idx[i])  # unsigned indices: no test for negative ones
+        hits += in_cache[u]
+        _use(u, tt, nxt[i], count, last, next_use)
     size = occ
     evict = occ + (a1 - a0 - hits) - cap
     if evict <= 0:
         for i in range(a0, a1):
-            u = idx[i]
+            u = np.uint32(idx[i])
             k = _key(u, count, last, next_use, a, b, c)
             if in_cache[u]:
                 _replace(hpos[u], k, u, size, hkey, hunit, hpos)
@@ -386,23 +387,23 @@ def _heap_token(idx, nxt, a0, a1, tt, cap, occ, in_cache, count, last, next_use,
         return hits, size
     # victims among the cached units that the token does not use: its hits leave the heap first
     for i in range(a0, a1):
-        u = idx[i]
+        u = np.uint32(idx[i])
         if in_cache[u]:
             size -= 1
             if hunit[size] != u:  # the last entry fills its hole
                 _replace(hpos[u], hkey[size], hunit[size], size, hkey, hunit, hpos)
     for _ in range(evict - 1):
-        in_cache[hunit[0]] = False
+        in_cache[np.uint32(hunit[0])] = False
         size -= 1
         _place_down(0, hkey[size], hunit[size], size, hkey, hunit, hpos)
     # the last victim's entry goes to the token's first miss (there is one: evict > 0): one sift
-    in_cache[hunit[0]] = False
+    in_cache[np.uint32(hunit[0])] = False
     f = a0
     while in_cache[idx[f]]:
         f += 1
     _place_down(0, _key(idx[f], count, last, next_use, a, b, c), idx[f], size, hkey, hunit, hpos)
     for i in range(a0, a1):
-        u = idx[i]
+        u = np.uint32(idx[i])
         if i != f:
             _place_up(size, _key(u, count, last, next_use, a, b, c), u, hkey, hunit, hpos)
             size += 1
@@ -536,7 +537,7 @@ def _lru_token(idx, nxt, a0, a1, tt, cap, occ, in_cache, count, last, next_use, 
     n = in_cache.shape[0]
     hits = 0
     for i in range(a0, a1):
-        u = idx[i]
+        u = np.uint32(idx[i])  # unsigned indices: no test for negative ones
         if in_cache[u]:
             hits += 1
             _unlink(u, nx, pv)
@@ -544,12 +545,13 @@ def _lru_token(idx, nxt, a0, a1, tt, cap, occ, in_cache, count, last, next_use, 
     misses = a1 - a0 - hits
     evict = occ + misses - cap
     for _ in range(evict):
-        v = pv[n]
+        v = np.uint32(pv[n])
         _unlink(v, nx, pv)
         in_cache[v] = False
     for i in range(a0, a1):
-        _push_front(idx[i], n, nx, pv)
-        in_cache[idx[i]] = True
+        u = np.uint32(idx[i])
+        _push_front(u, n, nx, pv)
+        in_cache[u] = True
     return hits, occ + misses - max(evict, 0)
 
 
