@@ -1,5 +1,5 @@
 """Engine speed of this checkout against another commit, in the same run (issue #12: lfu, lru and belady
-within 5 % of their speed before the open-engine change).
+within 5 % of their speed before the open-engine change; arc and sieve for the hook family).
 
 Both versions replay the same trace under the same settings in fresh processes, alternating old and
 new in each of --repeat rounds (so the machine's drift cancels), each after a warm-up replay that
@@ -30,6 +30,8 @@ SETTINGS = {
     "lfu/dip": dict(method="dip", policy="lfu"),
     "lru/dip": dict(method="dip", policy="lru"),
     "belady/dip": dict(method="dip", policy="belady"),
+    "arc/dip-ca γ0.2": dict(method="dip-ca", gamma=0.2, policy="arc"),  # the hook family
+    "sieve/dip": dict(method="dip", policy="sieve"),
 }
 
 RUN = """
