@@ -177,6 +177,90 @@ def test_recency_list_of_int16_or_int32_links(U):
         assert 0 < hits.sum() < len(idx)
 
 
+def _belady_streams():
+    """(name, U, idx, nxt) of one-unit streams for the next-use buckets (kernels/next_use.py): next uses
+    of the stream itself (a Zipf stream, with "never again" shared by many units), all equal (every
+    victim decided by the unit index), arbitrary (not the stream's own: the order is still (next use,
+    unit)), a dozen values (ties within a bucket), and bunched at the top of their range (a bucket scan past SCAN_LIMIT hands over to the heap)."""
+    rng = np.random.default_rng(3)
+    out = []
+    for U in (40, 300):
+        stream = ((rng.zipf(1.2, 4000) - 1) % U).astype(np.int32)
+        ptr = np.arange(len(stream) + 1, dtype=np.int64)
+        out.append(("own", U, stream, K.next_use_times(stream, ptr, U)))
+        out.append(("equal", U, stream, np.full(len(stream), 7, np.int32)))
+        out.append(("arbitrary", U, stream, rng.integers(0, 50_000, len(stream)).astype(np.int32)))
+        few = rng.integers(0, 12, len(stream)).astype(np.int32)  # ties in every bucket, below a lone top
+        few[5] = 10**6
+        out.append(("few", U, stream, few))
+    U = 1200
+    stream = rng.permutation(np.r_[np.arange(U), np.arange(U)]).astype(np.int32)
+    bunched = np.where(rng.random(len(stream)) < 0.02, 0, 10**6 + rng.integers(0, 600, len(stream)))
+    out.append(("bunched", U, stream, bunched.astype(np.int32)))
+    return out
+
+
+@pytest.mark.parametrize("name, U, stream, nxt", _belady_streams(), ids=lambda x: x if isinstance(x, str) else "")
+def test_next_use_buckets_equal_the_dense_path(name, U, stream, nxt):
+    """Belady over long runs of one-unit tokens takes the next-use buckets, not the heap: same hits and
+    state as cache_step token by token, in one call and chunk by chunk (each chunk's run is long enough
+    to take them again), and across runs cut by tokens of several units."""
+    T = len(stream)
+    ptr = np.arange(T + 1, dtype=np.int64)
+    pw = _weights("belady", T, wide=False)
+    total = 0
+    for cap in (2, U // 3, U - 1):
+        ref = _fresh(U)
+        want = _dense(stream, ptr, nxt, 0, cap, ref, pw)
+        got, hits = _fresh(U), np.zeros(T, np.int32)
+        K.replay_masks_at(stream, ptr, nxt, 0, cap, *got, pw, hits, *NO_READS)
+        np.testing.assert_array_equal(hits, want, err_msg=f"{name}, cap {cap}")
+        for a, b in zip(ref[:4], got[:4]):
+            np.testing.assert_array_equal(a, b)
+        got, hits = _fresh(U), np.zeros(T, np.int32)
+        for t0 in range(0, T, T // 3):
+            t1 = min(T, t0 + T // 3)
+            K.replay_masks_at(
+                stream[t0:t1], ptr[t0 : t1 + 1] - t0, nxt[t0:t1], t0, cap, *got, pw, hits[t0:t1], *NO_READS
+            )
+        np.testing.assert_array_equal(hits, want, err_msg=f"{name}, cap {cap}, chunked")
+        total += want.sum()
+    assert 0 < total < 3 * T
+    # runs of one-unit tokens cut by tokens of three units (the heap between them)
+    toks = [stream[i : i + 1] if (i // 500) % 2 == 0 else np.unique(stream[i : i + 3]) for i in range(0, T, 1)]
+    sizes = np.array([len(x) for x in toks])
+    ptr2 = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    idx2 = np.concatenate(toks).astype(np.int32)
+    nxt2 = K.next_use_times(idx2, ptr2, U)
+    pw2 = _weights("belady", len(toks), wide=False)
+    ref, got = _fresh(U), _fresh(U)
+    want = _dense(idx2, ptr2, nxt2, 0, U // 3, ref, pw2)
+    hits = np.zeros(len(toks), np.int32)
+    K.replay_masks_at(idx2, ptr2, nxt2, 0, U // 3, *got, pw2, hits, *NO_READS)
+    np.testing.assert_array_equal(hits, want)
+
+
+def test_next_use_buckets_are_taken_and_hand_over():
+    """The buckets replay a long one-unit run to its end; next uses bunched at the top make a victim's
+    scan pass more than SCAN_LIMIT units, and the run stops there (the heap goes on)."""
+    from simcore.engine.kernels import next_use
+
+    rng = np.random.default_rng(0)
+    U, T = 400, 3000
+    stream = ((rng.zipf(1.2, T) - 1) % U).astype(np.int32)
+    ptr = np.arange(T + 1, dtype=np.int64)
+    nxt = K.next_use_times(stream, ptr, U)
+    st, hits = _fresh(U), np.zeros(T, np.int32)
+    assert next_use.run_ones(stream, ptr, nxt, 0, 0, 100, *st, hits, U) == T
+    assert next_use.run_ones(stream, ptr, nxt, 0, 0, 100, *_fresh(U), hits, T + 1) == 0  # too short a run
+    stream = rng.permutation(np.r_[np.arange(U), np.arange(U), np.arange(U)]).astype(np.int32)
+    ptr = np.arange(len(stream) + 1, dtype=np.int64)
+    bunched = (10**6 + rng.integers(0, 3, len(stream))).astype(np.int32)  # one bucket: scans of ~cap units
+    bunched[0], bunched[1] = 0, 2 * 10**6  # the range, and its top (hi: no other unit shares it)
+    end = next_use.run_ones(stream, ptr, bunched, 0, 0, 390, *_fresh(U), np.zeros(len(stream), np.int32), U)
+    assert 390 < end < len(stream)
+
+
 # --- against libCacheSim ----------------------------------------------------------------------------
 
 
