@@ -420,10 +420,11 @@ def _heap_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, 
     2). Returns (the first token of another size, or T; the new occupancy)."""
     T = ptr.shape[0] - 1
     while t < T:
-        a0 = ptr[t]
-        if ptr[t + 1] - a0 != 1:
+        tu = np.uint64(t)
+        a0 = ptr[tu]
+        if ptr[tu + np.uint64(1)] - a0 != 1:
             break
-        i, tu = np.uint64(a0), np.uint64(t)  # unsigned indices: no test for negative ones
+        i = np.uint64(a0)  # unsigned indices: no test for negative ones
         u = np.uint32(idx[i])
         k = _use_key(u, t0 + t, nxt[i], count, last, next_use, a, b, c)
         hit = in_cache[u]
@@ -565,10 +566,11 @@ def _lru_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, o
     T = ptr.shape[0] - 1
     n = in_cache.shape[0]
     while t < T:
-        a0 = ptr[t]
-        if ptr[t + 1] - a0 != 1:
+        tu = np.uint64(t)
+        a0 = ptr[tu]
+        if ptr[tu + np.uint64(1)] - a0 != 1:
             break
-        i, tu = np.uint64(a0), np.uint64(t)  # unsigned indices: no test for negative ones (+30%)
+        i = np.uint64(a0)  # unsigned indices: no test for negative ones (+30%)
         u = np.uint32(idx[i])
         _use(u, t0 + t, nxt[i], count, last, next_use)
         hit = in_cache[u]
