@@ -89,13 +89,20 @@ def unlink(qs, q, u):
         qs.older[np.uint32(nw)] = od
     else:
         qs.head[q] = od
+    _join_older(qs, q, od, nw)
+    qs.newer[u] = NO_UNIT
+    qs.older[u] = NO_UNIT
+    qs.size[q] -= 1
+
+
+@njit(**NJIT_HOOK)
+def _join_older(qs, q, od, nw):
+    """A unit between ``od`` (older, or -1: it was the tail) and ``nw`` has left queue ``q``: ``od``'s
+    newer neighbour is now ``nw`` (``nw`` is the tail if ``od`` is -1)."""
     if od >= 0:
         qs.newer[np.uint32(od)] = nw
     else:
         qs.tail[q] = nw
-    qs.newer[u] = NO_UNIT
-    qs.older[u] = NO_UNIT
-    qs.size[q] -= 1
 
 
 @njit(**NJIT_HOOK)
@@ -123,10 +130,7 @@ def to_head(qs, q, u):
     u = np.uint32(u)  # not the head: there is a newer unit, and the queue's size stays as it is
     nw, od = qs.newer[u], qs.older[u]
     qs.older[np.uint32(nw)] = od
-    if od >= 0:
-        qs.newer[np.uint32(od)] = nw
-    else:
-        qs.tail[q] = nw
+    _join_older(qs, q, od, nw)
     qs.newer[u] = NO_UNIT
     qs.older[u] = h
     qs.newer[np.uint32(h)] = u
