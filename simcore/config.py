@@ -25,3 +25,11 @@ passing a state tuple of k arrays costs 2k atomic updates, and a call that is no
 whole state (about 80 words for arc) onto the stack: several times the rest of a FIFO's or an ARC's work
 (benchmarks/policies.py). Not cached on disk: they are always inlined into a loop compiled per process,
 and a cached hook would keep the code of a helper from another file (``lists``) as it was when cached."""
+
+NJIT_LEAF = dict(NJIT, _nrt=False)
+"""For the score family's sparse-path kernels (``simcore.engine.kernels.score``, ``.next_use``), which
+allocate nothing: without reference counting, as NJIT_HOOK, a call that passes a dozen arrays costs no
+more than the O(1) or O(log C) work of a one-unit token (with it, 2 atomic updates an array)."""
+
+NJIT_TOKEN = dict(NJIT_LEAF, forceinline=True)
+"""For the sparse path's per-token helpers: also always inlined."""

@@ -69,30 +69,26 @@ def float_bits(typingctx, x):
     return types.uint32(x), codegen
 
 
-@intrinsic
-def trailing_zeros64(typingctx, x):
-    """The number of trailing zero bits of a uint64 (64 for 0): one ``tzcnt`` (x86) or ``rbit`` +
-    ``clz`` (aarch64)."""
-    if x != types.uint64:
-        return None
+def _zeros64(count: str, doc: str):
+    """An intrinsic counting the zero bits of a uint64 from one end (64 for 0): LLVM's ``count``
+    (``cttz`` or ``ctlz``), one instruction on x86 and aarch64."""
 
-    def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+    @intrinsic
+    def zeros(typingctx, x):
+        if x != types.uint64:
+            return None
 
-    return types.uint64(x), codegen
+        def codegen(context, builder, signature, args):
+            return getattr(builder, count)(args[0], ir.Constant(ir.IntType(1), 0))
+
+        return types.uint64(x), codegen
+
+    zeros.__doc__ = doc
+    return zeros
 
 
-@intrinsic
-def leading_zeros64(typingctx, x):
-    """The number of leading zero bits of a uint64 (64 for 0): one ``lzcnt`` (x86) or ``clz``
-    (aarch64)."""
-    if x != types.uint64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
-
-    return types.uint64(x), codegen
+trailing_zeros64 = _zeros64("cttz", "The number of trailing zero bits of a uint64 (64 for 0): ``tzcnt`` (x86).")
+leading_zeros64 = _zeros64("ctlz", "The number of leading zero bits of a uint64 (64 for 0): ``lzcnt`` (x86).")
 
 
 @intrinsic

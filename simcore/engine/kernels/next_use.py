@@ -19,13 +19,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from simcore.config import NJIT
-from simcore.engine.kernels.f16 import leading_zeros64
+from simcore.config import NJIT, NJIT_TOKEN
+from simcore.engine.kernels.f16 import leading_zeros64, trailing_zeros64
 from simcore.engine.kernels.radix import bit_length
 
 MAX_BUCKETS = 4096
 SCAN_LIMIT = 256  # units a victim's bucket scan may pass before the run gives way to the heap
-NJIT_TOKEN = dict(NJIT, _nrt=False, forceinline=True)
 ONE = np.uint64(1)
 ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -77,8 +76,7 @@ def _lowest(far, k):
     is below it). Returns the unit and its word."""
     while far[k] == 0:
         k += 1
-    x = far[k]
-    return np.uint32(k * 64 + 63 - np.int64(leading_zeros64(x & (~x + ONE)))), k
+    return np.uint32(k * 64 + np.int64(trailing_zeros64(far[k]))), k
 
 
 @njit(**NJIT)

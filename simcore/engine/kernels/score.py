@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from simcore.config import NJIT
+from simcore.config import NJIT, NJIT_LEAF, NJIT_TOKEN
 from simcore.engine.kernels.next_use import run_ones
 from simcore.engine.kernels.radix import FIRST_DIGIT_BITS, HIST_SIZE, _nth_equal, bit_length, mark_smallest
 from simcore.engine.kernels.reads import mark_unit
@@ -241,14 +241,6 @@ SPARSE_RUN = 8
 """The sparse path takes runs of at least this many sparse tokens: building its structure costs O(U)
 (U = 4096, C = 2048: 8 us the heap, 12 us the list), some 5 to 10 dense one-unit steps; the tokens of
 a shorter run stay on the dense path."""
-
-NJIT_LEAF = dict(NJIT, _nrt=False)
-"""For the sparse path's kernels, which allocate nothing: without reference counting, as
-``simcore.config.NJIT_HOOK``, a call that passes a dozen arrays costs no more than the O(1) or O(log C)
-work of a one-unit token (with it, 2 atomic updates an array)."""
-
-NJIT_TOKEN = dict(NJIT_LEAF, forceinline=True)
-"""For the sparse path's per-token helpers: also always inlined."""
 
 
 @njit(**NJIT_TOKEN)
@@ -625,9 +617,9 @@ def _lru_sparse(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, stat
 
 @njit(**NJIT)
 def _replay_sparse(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, pw, out_hits, lru, links, heap):
-    """Build the sparse path's structure (``lru``: the recency list ``links`` = (nx, pv) int16, or int32
-    when they are empty; else the heap
-    ``heap`` = (hkey, hunit, hpos)) and replay the sparse tokens from token ``t`` on. Returns the first
+    """Build the sparse path's structure (``lru``: the recency list ``links`` = (nx, pv) int16, or the
+    int32 pair after them when those are empty; else the heap ``heap`` = (hkey, hunit, hpos), or for pure
+    next-use weights over a long one-unit run the buckets of ``next_use.run_ones``) and replay the sparse tokens from token ``t`` on. Returns the first
     token not replayed: ``t`` itself when the cache state does not suit the structure (a unit cached
     and last used at token t0 + t or later; an occupancy that is not the number of cached units)."""
     if lru:  # int16 links where the units allow (a smaller working set: +8 % on one-unit tokens)
