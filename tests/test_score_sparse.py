@@ -177,6 +177,47 @@ def test_recency_list_of_int16_or_int32_links(U):
         assert 0 < hits.sum() < len(idx)
 
 
+def test_recency_list_sets_the_next_uses_of_short_and_long_runs():
+    """The recency list leaves ``next_use`` to a pass after each run of one-unit tokens (per token for a
+    run of at most U tokens, per unit for a longer one): with the future given to a pure-recency policy,
+    the state equals the dense path's, whole, in chunks, and replayed out of order (a later chunk first:
+    no unit may look used in the run that is not)."""
+    rng = np.random.default_rng(11)
+    U = 40
+    sizes = np.r_[np.ones(300, int), 3, 4, np.ones(25, int), 2, np.ones(U, int), 5, np.ones(7, int), 3]
+    sizes = np.r_[sizes, np.ones(400, int)]
+    T = len(sizes)
+    p = np.r_[0.4, np.full(U - 11, 0.6 / (U - 11)), np.zeros(10)]  # the last 10 units are never used
+    toks = [np.sort(rng.choice(U, m, replace=False, p=p)) for m in sizes]
+    ptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    idx = np.concatenate(toks).astype(np.int32)
+    nxt = K.next_use_times(idx, ptr, U)
+    pw = _weights("lru", T, wide=False)
+    for cap in (2, 5, 20):
+        ref = _fresh(U)
+        want = _dense(idx, ptr, nxt, 0, cap, ref, pw)
+        for edges in ([0, T], [0, 150, 301, 330, T], [0, 500]):
+            got, hits = _fresh(U), np.zeros(T, np.int32)
+            for t0, t1 in zip(edges[:-1], edges[1:]):
+                a0, a1 = ptr[t0], ptr[t1]
+                K.replay_masks_at(idx[a0:a1], ptr[t0 : t1 + 1] - a0, nxt[a0:a1], t0, cap, *got, pw, hits[t0:t1], *NO_READS)
+            if edges[-1] == T:
+                np.testing.assert_array_equal(hits, want)
+                for a, b, what in zip(ref[:4], got[:4], ["in_cache", "count", "last", "next_use"]):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{what}, cap {cap}, chunks {edges}")
+        # out of order: tokens 500 .. T first, then 0 .. 500 on the same cache, as the dense path does them
+        ref, got = _fresh(U), _fresh(U)
+        for t0, t1 in ((500, T), (0, 500)):
+            a0, a1 = ptr[t0], ptr[t1]
+            args = idx[a0:a1], ptr[t0 : t1 + 1] - a0, nxt[a0:a1], t0, cap
+            want = _dense(*args, ref, pw)
+            hits = np.zeros(t1 - t0, np.int32)
+            K.replay_masks_at(*args, *got, pw, hits, *NO_READS)
+            np.testing.assert_array_equal(hits, want)
+            for a, b, what in zip(ref[:4], got[:4], ["in_cache", "count", "last", "next_use"]):
+                np.testing.assert_array_equal(a, b, err_msg=f"{what}, cap {cap}, out of order")
+
+
 def _belady_streams():
     """(name, U, idx, nxt) of one-unit streams for the next-use buckets (kernels/next_use.py): next uses
     of the stream itself (a Zipf stream, with "never again" shared by many units), all equal (every

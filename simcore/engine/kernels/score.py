@@ -498,7 +498,7 @@ def _by_last_use(in_cache, last):
 def _lru_build(in_cache, last, nx, pv):
     """The cached units as a circular doubly linked list in order of (last use, unit index), through
     the sentinel ``U``: ``nx[U]`` is the most recently used, ``pv[U]`` the next to evict (``nx``,
-    ``pv``: int32[U + 1]). Returns the last use of the most recent (-1 if none is cached)."""
+    ``pv``: int16 or int32[U + 1])."""
     n = in_cache.shape[0]
     order = _by_last_use(in_cache, last)
     after = n  # linked from the next to evict on, each in front of the one before
@@ -507,7 +507,6 @@ def _lru_build(in_cache, last, nx, pv):
         nx[u], pv[after] = after, u
         after = u
     nx[n], pv[after] = after, n
-    return last[after] if after != n else -1
 
 
 @njit(**NJIT_TOKEN)
@@ -554,7 +553,9 @@ def _lru_token(idx, nxt, a0, a1, tt, cap, occ, in_cache, count, last, next_use, 
 @njit(**NJIT_LEAF)
 def _lru_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, out_hits, nx, pv):
     """The one-unit tokens from token ``t`` on against the recency list of the ``occ`` cached units
-    (``cap`` >= 2). Returns (the first token of another size, or T; the new occupancy)."""
+    (``cap`` >= 2), setting ``count`` and ``last`` but not ``next_use``, which recency does not read
+    (``_next_uses_after`` sets it: storing it here cost 9 %). Returns (the first token of another size,
+    or T; the new occupancy)."""
     T = ptr.shape[0] - 1
     n = in_cache.shape[0]
     while t < T:
@@ -562,9 +563,9 @@ def _lru_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, o
         a0 = ptr[tu]
         if ptr[tu + np.uint64(1)] - a0 != 1:
             break
-        i = np.uint64(a0)  # unsigned indices: no test for negative ones (+30%)
-        u = np.uint32(idx[i])
-        _use(u, t0 + t, nxt[i], count, last, next_use)
+        u = np.uint32(idx[np.uint64(a0)])  # unsigned indices: no test for negative ones (+30%)
+        count[u] += 1  # next_use: after the run (_next_uses_after)
+        last[u] = t0 + t
         hit = in_cache[u]
         out_hits[tu] = hit
         if hit:
@@ -584,6 +585,23 @@ def _lru_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, o
     return t, occ
 
 
+@njit(**NJIT_TOKEN)
+def _next_uses_after(idx, ptr, nxt, t1, t2, t0, count, last, next_use):
+    """Set ``next_use`` of the units that the one-unit tokens t1 .. t2 - 1 used, as ``_use`` would have:
+    each from its last use among them. A long run reads it per unit, at the token of its last use
+    (``last``; no unit used before t1 has a last use at t0 + t1 or later: ``_lru_sparse``)."""
+    n = count.shape[0]
+    if t2 - t1 <= n:
+        for t in range(t1, t2):
+            i = ptr[t]
+            next_use[idx[i]] = nxt[i]
+        return
+    for u in range(n):
+        tl = np.int64(last[u]) - t0
+        if t1 <= tl < t2 and count[u] > 0:
+            next_use[u] = nxt[ptr[tl]]
+
+
 @njit(**NJIT_LEAF)
 def _lru_run(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, out_hits, nx, pv):
     """``_heap_run`` for pure recency, against the recency list (``_lru_build``; every cached unit
@@ -595,7 +613,9 @@ def _lru_run(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, 
     occ = state[0]
     while t < T:
         if one:
+            t1 = t
             t, occ = _lru_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, out_hits, nx, pv)
+            _next_uses_after(idx, ptr, nxt, t1, t, t0, count, last, next_use)
             if t == T:
                 break
         a0, a1 = ptr[t], ptr[t + 1]
@@ -610,8 +630,10 @@ def _lru_run(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, 
 @njit(**NJIT)
 def _lru_sparse(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, out_hits, nx, pv):
     """``_replay_sparse`` for pure recency, with the links ``nx``, ``pv``."""
-    if _lru_build(in_cache, last, nx, pv) >= t0 + t:  # the list would go out of order
-        return t
+    for u in range(count.shape[0]):  # a unit used at t0 + t or later (a trace replayed out of order)
+        if count[u] > 0 and last[u] >= t0 + t:  # would put the list out of order
+            return t
+    _lru_build(in_cache, last, nx, pv)
     return _lru_run(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, out_hits, nx, pv)
 
 
