@@ -97,6 +97,7 @@ part = min(run(sys.argv[4])[0] for _ in range(best_of))
 print(full[0], part, repr(full[1]))
 """
 
+
 def token_stream(U: int, k: int, T: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """CSR (idx int32, ascending per token; ptr int64[T + 1]) of T top-k selections of U units with a
     skewed popularity."""
@@ -217,7 +218,9 @@ def main() -> None:
                 for _ in range(args.repeat):
                     full = [run_simcore(pol, idx, ptr, nxt, U, T, cap) for _ in range(args.best_of)]
                     es, eh = min(full)
-                    eq = min(run_simcore(pol, idx[:nq], ptr[: q + 1], nxt[:nq], U, T, cap)[0] for _ in range(args.best_of))
+                    eq = min(
+                        run_simcore(pol, idx[:nq], ptr[: q + 1], nxt[:nq], U, T, cap)[0] for _ in range(args.best_of)
+                    )
                     assert all(h == eh for _, h in full), "simcore's hits changed between runs"
                     rate = (n - nq) / (es - eq)
                     lc = lcs_fail or "n/a"

@@ -200,7 +200,9 @@ def test_recency_list_sets_the_next_uses_of_short_and_long_runs():
             got, hits = _fresh(U), np.zeros(T, np.int32)
             for t0, t1 in zip(edges[:-1], edges[1:]):
                 a0, a1 = ptr[t0], ptr[t1]
-                K.replay_masks_at(idx[a0:a1], ptr[t0 : t1 + 1] - a0, nxt[a0:a1], t0, cap, *got, pw, hits[t0:t1], *NO_READS)
+                K.replay_masks_at(
+                    idx[a0:a1], ptr[t0 : t1 + 1] - a0, nxt[a0:a1], t0, cap, *got, pw, hits[t0:t1], *NO_READS
+                )
             if edges[-1] == T:
                 np.testing.assert_array_equal(hits, want)
                 for a, b, what in zip(ref[:4], got[:4], ["in_cache", "count", "last", "next_use"]):
