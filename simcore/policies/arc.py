@@ -77,7 +77,9 @@ def _drop_oldest(s, q):
 @njit(**NJIT_HOOK)
 def _demote(s, q, ghost, t, pinned):
     """Evict the least recently used unpinned unit of list q into the ghost list (if ghost >= 0)."""
-    v = oldest_unpinned(s.q, q, pinned, t)
+    v = s.q.tail[q]
+    if v < 0 or pinned[np.uint32(v)]:  # the oldest unit is in use (never on one-unit tokens): walk on
+        v = oldest_unpinned(s.q, q, pinned, t)
     if v < 0:
         return v
     unlink(s.q, q, v)
