@@ -9,6 +9,15 @@ unit there of the farthest next use, ties to the lower index, found by a scan of
 short (far next uses are few). The units whose next use is the largest of all (``hi``: "never again",
 which many units share) are kept in a bitmap of units instead, and leave first, lowest index first.
 
+The bucket of the current token and those below it are *not listed*: a unit whose next use falls there
+goes to a bucket of its own (``head[nb + u]``, never read) instead of a list. On the stream's own next
+uses every hit is such a unit (its next use is now), so a hit takes nothing out of a list, and the
+half of the uses whose next use is near push nothing onto the one list they would all share (each push
+there waited for the one before: +25 %). A bucket that becomes current keeps its list, unread. Its
+units are not listed victims; they are the farthest only when no listed unit is left (a cache of fewer
+units than a bucket has tokens, or next uses that are not the stream's own): then a scan of every
+cached unit finds the victim and the run gives way to the heap.
+
 Victims, hits and state are the heap's, token for token: the order is (next use, unit index) whatever
 the next uses are. A bucket scan longer than SCAN_LIMIT (next uses bunched at the top of the range) ends
 the run after its token, and the heap goes on from there with the same state.
@@ -80,6 +89,16 @@ def _lowest(far, k):
     return np.uint32(k * 64 + np.int64(trailing_zeros64(far[k]))), k
 
 
+@njit(**NJIT_TOKEN)
+def _farthest(in_cache, next_use):
+    """The cached unit of the farthest next use, ties to the lower index."""
+    v, bv = np.uint32(0), np.int64(-1)
+    for u in range(in_cache.shape[0]):
+        if in_cache[u] and np.int64(next_use[u]) > bv:
+            v, bv = np.uint32(u), np.int64(next_use[u])
+    return v
+
+
 @njit(**NJIT)
 def run_ones(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, out_hits, min_run):
     """Replay the run of one-unit tokens from token ``t`` on (tokens t0 + t, ... of the trace) for the
@@ -107,14 +126,15 @@ def run_ones(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, 
         lo, hi = min(lo, np.int64(nxt[a0 + s])), max(hi, np.int64(nxt[a0 + s]))
     sh = np.int64(bit_length((hi - lo) // MAX_BUCKETS))  # buckets of 2^sh next uses: at most MAX_BUCKETS
     nb = ((hi - lo) >> sh) + 1
-    head = np.full(nb, -1, np.int32)
+    head = np.full(nb + n, -1, np.int32)  # head[nb + u]: unit u's own bucket, where it goes while not listed
     nx = np.empty(n, np.int32)
     pv = np.empty(n, np.int32)
-    bits = np.zeros(nb // 64 + 1, np.uint64)
+    bits = np.zeros((nb + n) // 64 + 1, np.uint64)
     far = np.zeros(n // 64 + 1, np.uint64)  # the units whose next use is hi
     n_far = 0
     far_k = np.int64(0)  # no unit of far is in a word below it
     top = np.int64(-1)  # no bucket above it is non-empty
+    now = (t0 + t - lo) >> sh  # the bucket of the current token: it and those below it are not listed
     for u in range(n):
         if in_cache[u]:
             if next_use[u] == hi:
@@ -122,21 +142,25 @@ def run_ones(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, 
                 n_far += 1
             else:
                 b = (np.int64(next_use[u]) - lo) >> sh
-                _push(np.uint32(u), np.uint64(b), head, nx, pv, bits)
-                top = max(top, b)
+                if b > now:
+                    _push(np.uint32(u), np.uint64(b), head, nx, pv, bits)
+                    top = max(top, b)
     while t < end:
         i = np.uint64(a0 + t)
         u = np.uint32(idx[i])
         nu = np.int64(nxt[i])
         hit = in_cache[u]
         long_scan = False
-        if hit:  # out of its bucket, or out of far
+        now = (t0 + t - lo) >> sh  # a bucket that becomes current is read no more: its list is left as it is
+        if hit:  # out of its bucket (unless it is not listed), or out of far
             was = np.int64(next_use[u])
             if was == hi:
                 far[u >> 6] &= ~(ONE << np.uint64(u & 63))
                 n_far -= 1
             else:
-                _unlink(u, np.uint64((was - lo) >> sh), head, nx, pv, bits)
+                b = (was - lo) >> sh
+                if b > now:  # only where the next uses are not the stream's own (which are now)
+                    _unlink(u, np.uint64(b), head, nx, pv, bits)
         else:
             if occ == cap:  # the victim: lowest unit of far, else the farthest next use of the top bucket
                 if n_far > 0:
@@ -145,20 +169,24 @@ def run_ones(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, 
                     n_far -= 1
                 else:
                     top = _highest(top, bits)
-                    vb = np.uint64(top)
-                    v = np.uint32(head[vb])
-                    bv = next_use[v]
-                    w = nx[v]
-                    steps = 0
-                    while w >= 0:
-                        x = np.uint32(w)
-                        xv = next_use[x]
-                        if xv > bv or (xv == bv and x < v):
-                            v, bv = x, xv
-                        w = nx[x]
-                        steps += 1
-                    long_scan = steps > SCAN_LIMIT
-                    _unlink(v, vb, head, nx, pv, bits)
+                    if top <= now:  # every cached unit is in a bucket not listed (rare: a cache of fewer
+                        v = _farthest(in_cache, next_use)  # units than a bucket has tokens): scan them
+                        long_scan = True  # all, then give way to the heap
+                    else:
+                        vb = np.uint64(top)
+                        v = np.uint32(head[vb])
+                        bv = next_use[v]
+                        w = nx[v]
+                        steps = 0
+                        while w >= 0:
+                            x = np.uint32(w)
+                            xv = next_use[x]
+                            if xv > bv or (xv == bv and x < v):
+                                v, bv = x, xv
+                            w = nx[x]
+                            steps += 1
+                        long_scan = steps > SCAN_LIMIT
+                        _unlink(v, vb, head, nx, pv, bits)
                 in_cache[v] = False
             else:
                 occ += 1
@@ -172,7 +200,7 @@ def run_ones(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, 
             far_k = min(far_k, np.int64(u >> 6))
         else:
             b = (nu - lo) >> sh
-            _push(u, np.uint64(b), head, nx, pv, bits)
+            _push(u, np.uint64(b if b > now else nb + np.int64(u)), head, nx, pv, bits)
             top = max(top, b)
         out_hits[np.uint64(t)] = hit
         t += 1
