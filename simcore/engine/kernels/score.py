@@ -551,7 +551,7 @@ def _lru_token(idx, nxt, a0, a1, tt, cap, occ, in_cache, count, last, next_use, 
 
 
 @njit(**NJIT_LEAF)
-def _lru_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, out_hits, nx, pv):
+def _lru_ones(idx, ptr, t, t0, cap, occ, in_cache, count, last, out_hits, nx, pv):
     """The one-unit tokens from token ``t`` on against the recency list of the ``occ`` cached units
     (``cap`` >= 2), setting ``count`` and ``last`` but not ``next_use``, which recency does not read
     (``_next_uses_after`` sets it: storing it here cost 9 %). Returns (the first token of another size,
@@ -614,7 +614,7 @@ def _lru_run(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, 
     while t < T:
         if one:
             t1 = t
-            t, occ = _lru_ones(idx, ptr, nxt, t, t0, cap, occ, in_cache, count, last, next_use, out_hits, nx, pv)
+            t, occ = _lru_ones(idx, ptr, t, t0, cap, occ, in_cache, count, last, out_hits, nx, pv)
             _next_uses_after(idx, ptr, nxt, t1, t, t0, count, last, next_use)
             if t == T:
                 break
