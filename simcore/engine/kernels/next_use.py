@@ -44,10 +44,10 @@ def _push(u, b, head, nx, pv, bits):
     h = head[b]
     nx[u] = h
     pv[u] = -1
+    head[b] = u
     if h >= 0:
         pv[np.uint32(h)] = u
-    head[b] = u
-    if h < 0:  # it was empty: a branch, cheaper than the store (+3 %)
+    else:  # it was empty: its bit is set only then (a store every push cost 3 %)
         bits[b >> np.uint64(6)] |= ONE << (b & np.uint64(63))
 
 

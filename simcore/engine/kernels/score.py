@@ -641,9 +641,10 @@ def _lru_sparse(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, stat
 def _replay_sparse(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, pw, out_hits, lru, links, heap):
     """Build the sparse path's structure (``lru``: the recency list ``links`` = (nx, pv) int16, or the
     int32 pair after them when those are empty; else the heap ``heap`` = (hkey, hunit, hpos), or for pure
-    next-use weights over a long one-unit run the buckets of ``next_use.run_ones``) and replay the sparse tokens from token ``t`` on. Returns the first
-    token not replayed: ``t`` itself when the cache state does not suit the structure (a unit cached
-    and last used at token t0 + t or later; an occupancy that is not the number of cached units)."""
+    next-use weights over a long one-unit run the buckets of ``next_use.run_ones``) and replay the sparse
+    tokens from token ``t`` on. Returns the first token not replayed: ``t`` itself when the cache state
+    does not suit the structure (a unit used at token t0 + t or later; an occupancy that is not the number
+    of cached units)."""
     if lru:  # int16 links where the units allow (a smaller working set: +8 % on one-unit tokens)
         if links[0].shape[0] > 0:
             return _lru_sparse(idx, ptr, nxt, t, t0, cap, in_cache, count, last, next_use, state, out_hits, *links[:2])
